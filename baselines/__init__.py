@@ -1,0 +1,1 @@
+"""Baseline generators (installed as ``foscu_bench.baselines``)."""

@@ -1,0 +1,73 @@
+"""Atomic file writes: a result file is either absent or complete, never half-written.
+
+Every writer goes through a temporary file in the destination directory followed by ``os.replace``, which
+is atomic on POSIX and Windows when source and target are on the same filesystem. An interrupted process
+leaves at most a ``.tmp-*`` file behind, which readers ignore.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success move it over ``target``, on error delete it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.name}-", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically (fsync before rename, so a crash cannot leave zeros)."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return target
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | Path, obj: Any) -> Path:
+    """Write JSON with sorted keys and a trailing newline, so identical content gives identical bytes."""
+    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_save_npz(target: str | Path, **arrays: np.ndarray) -> Path:
+    """Save arrays as an uncompressed ``.npz`` atomically (uncompressed: loading is the hot path)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(target, buffer.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

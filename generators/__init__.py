@@ -1,0 +1,1 @@
+"""Duo-Diffusion and other learned generators (installed as ``foscu_bench.generators``)."""
