@@ -56,4 +56,5 @@ def open_amos(root: Path, modality: str = "mri") -> NiftiPairsSource:
 
 
 register_source_kind(SourceKind("amos", "AMOS 2022 abdominal multi-organ (MRI cases by default, liver=6)",
-                                _detect, open_amos, "DIR/imagesTr/amos_0507.nii.gz + DIR/labelsTr/ (+ dataset.json)"))
+                                _detect, open_amos, "DIR/imagesTr/amos_0507.nii.gz + DIR/labelsTr/ (+ dataset.json)",
+                                priority=10))

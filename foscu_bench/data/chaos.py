@@ -165,4 +165,4 @@ class ChaosSource:
 
 register_source_kind(SourceKind("chaos", "CHAOS MR: DICOM series + PNG masks (T2SPIR, T1DUAL in/out phase)",
                                 lambda p: p.is_dir() and _mr_root(p) is not None, ChaosSource,
-                                "DIR/MR/<patient>/T2SPIR/{DICOM_anon,Ground}/"))
+                                "DIR/MR/<patient>/T2SPIR/{DICOM_anon,Ground}/", priority=10))

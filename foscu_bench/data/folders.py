@@ -148,4 +148,4 @@ register_source_kind(SourceKind(
     _detect_folder, open_folder, "DIR/imagesTr/*_0000.nii.gz + DIR/labelsTr/*.nii.gz (+ dataset.json)"))
 register_source_kind(SourceKind(
     "nifti-pair", "one image with its (possibly multi-organ) label map", _detect_single, open_single,
-    "DIR/image.nii.gz + DIR/label.nii.gz"))
+    "DIR/image.nii.gz + DIR/label.nii.gz", priority=60))

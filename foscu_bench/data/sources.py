@@ -65,6 +65,8 @@ class SourceKind:
     detect: Callable[[Path], bool]
     open: Callable[..., DatasetSource]
     example: str = ""
+    priority: int = 50
+    """Lower is tried first: specific layouts (AMOS, CHAOS) before the generic NIfTI folder."""
 
 
 SOURCE_KINDS: list[SourceKind] = []
@@ -73,6 +75,7 @@ BUILTIN_DATASETS: dict[str, Callable[..., DatasetSource]] = {}
 
 def register_source_kind(kind: SourceKind) -> SourceKind:
     SOURCE_KINDS.append(kind)
+    SOURCE_KINDS.sort(key=lambda k: k.priority)
     return kind
 
 

@@ -1,0 +1,3 @@
+from foscu_bench.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""The ``foscu-bench`` command line: thin, it parses options, calls the library and prints with rich.
+
+Every error a user can act on (``FoscuError``) is printed as one line on stderr with exit code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from foscu_bench import __version__
+from foscu_bench.errors import ConfigError, FoscuError
+
+app = typer.Typer(name="foscu-bench", no_args_is_help=True, add_completion=False,
+                  help="Does synthetic data from generator X make 3D liver segmentation better, by how much, how surely?")
+datasets_app = typer.Typer(no_args_is_help=True, help="List, inspect and preview datasets.")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+err_console = Console(stderr=True)
+
+ProfileOption = typer.Option("quick", "--profile", help="tiny | quick | paper: the processing grid.")
+LabelMapOption = typer.Option(None, "--label-map", help="Map source label values: liver=5[,tumour=N].")
+
+
+def _open(dataset: str, label_map: Optional[str], profile: str, n_cases: Optional[int] = None):
+    from foscu_bench.data.dataset import open_dataset
+
+    phantom_options = {"n_cases": n_cases} if n_cases is not None else None
+    return open_dataset(dataset, label_map=label_map, profile=profile, phantom_options=phantom_options)
+
+
+def _load_pairs(ds, limit: Optional[int], quiet: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    case_ids = ds.case_ids[:limit] if limit else ds.case_ids
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=quiet) as progress:
+        task = progress.add_task(f"loading {ds.name}", total=len(case_ids))
+        return ds.pairs(case_ids, progress=lambda _: progress.advance(task))
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Built-in datasets and the on-disk layouts that are recognised."""
+    from foscu_bench.data.sources import BUILTIN_DATASETS, SOURCE_KINDS, _import_builtin_sources
+
+    _import_builtin_sources()
+    table = Table(title="Datasets", show_lines=False)
+    table.add_column("name / layout", style="bold")
+    table.add_column("what")
+    table.add_column("use as")
+    for name, factory in BUILTIN_DATASETS.items():
+        table.add_row(name, factory(profile="quick").description + " (embedded, no download)", name)
+    for kind in SOURCE_KINDS:
+        table.add_row(kind.name, kind.description, kind.example)
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    dataset: str = typer.Argument(..., help="'phantom', 'phantom-t2' or a dataset folder."),
+    label_map: Optional[str] = LabelMapOption,
+    profile: str = ProfileOption,
+    limit: Optional[int] = typer.Option(None, help="Only the first N cases."),
+    n_cases: Optional[int] = typer.Option(None, "--n-cases", help="Phantom only: number of cases to generate."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Cases, shapes, spacing, orientation, liver-volume and intensity statistics."""
+    from foscu_bench.data.summary import summarize
+
+    ds = _open(dataset, label_map, profile, n_cases)
+    pairs = _load_pairs(ds, limit, quiet=as_json)
+    summary = summarize(pairs)
+    summary.update(dataset=ds.name, source=ds.source.kind, label_map=str(ds.label_map), profile=profile,
+                   fingerprint=ds.fingerprint())
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"{ds.name} ({ds.source.description})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    lv, li, sr, cnr = summary["liver_ml"], summary["liver_intensity"], summary["surround_intensity"], summary["liver_cnr"]
+    rows = [
+        ("cases", f"{summary['n_cases']} ({summary['n_tumour_cases']} with tumour)"),
+        ("native shapes", ", ".join(f"{k} ({v})" for k, v in summary["native_shapes"].items())),
+        ("native spacing (median, mm)", " x ".join(f"{s:g}" for s in summary["native_spacing_median_mm"])),
+        ("native orientation", ", ".join(f"{k} ({v})" for k, v in summary["native_orientations"].items())),
+        ("label map", summary["label_map"]),
+        (f"{profile} grid", f"{'x'.join(map(str, summary['grid_shape']))} at "
+                            f"{' x '.join(f'{s:g}' for s in summary['grid_spacing_mm'])} mm, RAS"),
+        ("liver volume (ml)", f"{lv['mean']:.0f} ± {lv['sd']:.0f}  [{lv['min']:.0f}, {lv['max']:.0f}]"),
+        ("liver voxels on grid", f"{summary['liver_voxels_on_grid']['mean']:.0f} mean "
+                                 f"[{summary['liver_voxels_on_grid']['min']:.0f}, {summary['liver_voxels_on_grid']['max']:.0f}]"),
+        ("liver kept in frame (min)", f"{summary['liver_kept_fraction_min']:.1%}"),
+        ("liver intensity [0,1]", f"{li['mean']:.3f} ± {li['sd']:.3f} (within-liver sd {summary['liver_intensity_sd']['mean']:.3f})"),
+        ("surrounding tissue", f"{sr['mean']:.3f} ± {sr['sd']:.3f}"),
+        ("liver/surround CNR", f"{cnr['mean']:.2f} ± {cnr['sd']:.2f}"),
+        ("fingerprint", summary["fingerprint"]),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@datasets_app.command("preview")
+def datasets_preview(
+    dataset: str = typer.Argument(..., help="'phantom', 'phantom-t2' or a dataset folder."),
+    out: Path = typer.Option(..., "--out", help="PNG (or PDF) file to write."),
+    label_map: Optional[str] = LabelMapOption,
+    profile: str = ProfileOption,
+    cases: int = typer.Option(4, "--cases", help="Number of cases (tumour and non-tumour alternate)."),
+    case_id: Optional[List[str]] = typer.Option(None, "--case", help="Specific case id(s) instead."),
+) -> None:
+    """Tri-planar views with liver (yellow) and tumour (red) contours, in radiological convention."""
+    from foscu_bench.preview import pick_preview_cases, save_preview
+
+    ds = _open(dataset, label_map, profile)
+    if case_id:
+        pairs = [ds.pair(c) for c in case_id]
+    else:
+        pool = _load_pairs(ds, min(len(ds.case_ids), max(cases * 3, cases)))
+        pairs = pick_preview_cases(pool, cases)
+    path = save_preview(pairs, out, title=f"{ds.name} · {profile} profile")
+    console.print(f"wrote {path}")
+
+
+@app.command("run")
+def run(
+    generator: List[str] = typer.Option(..., "--generator", help="Generator name(s) to benchmark."),
+    seeds: int = typer.Option(5, "--seeds", min=1),
+    dataset: str = typer.Option("phantom", "--dataset"),
+    profile: str = ProfileOption,
+    device: str = typer.Option("auto", "--device"),
+    out: Path = typer.Option(Path("runs"), "--out"),
+    synthetic: Optional[int] = typer.Option(None, "--synthetic"),
+) -> None:
+    """Fit generators on the training split, train U-Nets real-only vs real+synthetic, evaluate, store."""
+    from foscu_bench.profiles import get_profile
+
+    get_profile(profile)
+    available: list[str] = []
+    missing = [g for g in generator if g not in available]
+    if missing:
+        raise ConfigError(f"generator {missing[0]!r} is not available yet in foscu-bench {__version__}: the "
+                          f"benchmark runner and generators are still being built (see the project's issues)")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        console.print(f"foscu-bench {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: one clear line and exit code 2 for user errors."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FoscuError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
