@@ -47,7 +47,7 @@ _T1 = {AIR: 0.0, FAT: 1.0, MUSCLE: 0.40, VISCERA: 0.50, LUNG: 0.03, HEART: 0.33,
        STOMACH_LUMEN: 0.14, STOMACH_AIR: 0.02, GALLBLADDER: 0.15, PANCREAS: 0.70, AORTA: 0.12, IVC: 0.15,
        MARROW: 0.68, CORTICAL_BONE: 0.05, CSF: 0.12, DISC: 0.34, TUMOUR: 0.40, TUMOUR_BRIGHT: 0.80,
        CAPSULE: 0.28, NECROSIS: 0.14}
-_T2 = {AIR: 0.0, FAT: 0.28, MUSCLE: 0.24, VISCERA: 0.50, LUNG: 0.03, HEART: 0.30, LIVER: 0.36,
+_T2 = {AIR: 0.0, FAT: 0.16, MUSCLE: 0.22, VISCERA: 0.40, LUNG: 0.03, HEART: 0.30, LIVER: 0.36,
        HEPATIC_VESSEL: 0.10, SPLEEN: 0.74, KIDNEY_CORTEX: 0.72, KIDNEY_MEDULLA: 0.85, STOMACH_WALL: 0.40,
        STOMACH_LUMEN: 0.95, STOMACH_AIR: 0.02, GALLBLADDER: 1.00, PANCREAS: 0.45, AORTA: 0.08, IVC: 0.12,
        MARROW: 0.34, CORTICAL_BONE: 0.03, CSF: 1.00, DISC: 0.80, TUMOUR: 0.62, TUMOUR_BRIGHT: 0.44,
@@ -224,7 +224,10 @@ def _label_anatomy(points: np.ndarray, rng: np.random.Generator, tumour: bool) -
     tissue[wall] = MUSCLE
     cavity = inner <= 1.0 - 10.0 / (0.5 * (a_body + b_body))
     tissue[cavity] = VISCERA  # bowel and mesentery; texture comes later
-    visceral_fat = cavity & (smooth_field(rng, 60.0)(p) + 0.4 * smooth_field(rng, 25.0)(p) > 0.9)
+    # Bowel loops fill the lower abdomen; around the upper-abdominal organs there is more peritoneal fat.
+    bowel_top = -25 + 15 * smooth_field(rng, 150.0)(p)
+    fat_pattern = smooth_field(rng, 60.0)(p) + 0.4 * smooth_field(rng, 25.0)(p)
+    visceral_fat = cavity & (fat_pattern > np.where(z > bowel_top, -0.2, 0.9))
     tissue[visceral_fat] = FAT
 
     # Ribs: intermittent cross-sections just inside the wall in the upper abdomen.
@@ -239,6 +242,8 @@ def _label_anatomy(points: np.ndarray, rng: np.random.Generator, tumour: bool) -
     dome = np.maximum(dome_right, dome_left) + 4 * smooth_field(rng, 120.0)(p)
     thorax = cavity & (z > dome)
     tissue[thorax] = LUNG
+    diaphragm = cavity & ~thorax & (z > dome - 6)
+    tissue[diaphragm] = MUSCLE
     heart = ellipsoid(p, (-18, 35, 150), (75, 62, 70)) < 0
     tissue[thorax & heart] = HEART
 
@@ -292,7 +297,7 @@ def _label_anatomy(points: np.ndarray, rng: np.random.Generator, tumour: bool) -
     left = ellipsoid(q, (-10, 42, 58), (64 * s, 34 * s * left_taper, 30 * s * left_taper), _rotation(0.0, -0.2, 0.15))
     caudate = ellipsoid(q, (12, -18, 40), (22 * s, 20 * s, 30 * s))
     liver_level = smooth_min(smooth_min(right, left, 0.25), caudate, 0.2)
-    liver_level = np.maximum(liver_level, (z - dome + 3) / 40.0)
+    liver_level = np.maximum(liver_level, (z - dome + 6) / 40.0)  # below the diaphragm
     liver = (liver_level < 0) & cavity & ~thorax & ~np.isin(tissue, (KIDNEY_CORTEX, KIDNEY_MEDULLA, MARROW, CORTICAL_BONE, DISC))
     liver &= ~((x + 17) ** 2 + (y + 46) ** 2 <= 14 ** 2)  # keep the aorta out
     tissue[liver] = LIVER

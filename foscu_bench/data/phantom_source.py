@@ -12,7 +12,7 @@ from foscu_bench.data.sources import BUILTIN_DATASETS, CaseRecord
 from foscu_bench.data.volume_io import RawCase
 from foscu_bench.profiles import Profile, get_profile
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "3"
 """Bumped whenever the phantom's code changes its arrays, so caches and fingerprints follow."""
 
 
