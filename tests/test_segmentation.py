@@ -1,0 +1,83 @@
+"""The U-Net engine learns, is deterministic, and composes the arms honestly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foscu_bench.data.dataset import open_dataset
+from foscu_bench.errors import ConfigError
+from foscu_bench.profiles import get_profile
+from foscu_bench.segmentation import evaluate, predict, train_segmentation, training_pools
+
+TINY = get_profile("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_t2():
+    """36 tiny T2 phantom cases: 24 to train, 12 to test (the tiny default of 12 cases is too few to learn)."""
+    ds = open_dataset("phantom-t2", profile="tiny", phantom_options={"n_cases": 36})
+    pairs = ds.pairs()
+    return pairs[:24], pairs[24:]
+
+
+def atlas_dice(train, test) -> float:
+    """Dice of the best image-blind predictor: the voxel-wise majority of the training livers."""
+    atlas = np.mean([p.label > 0 for p in train], axis=0) > 0.5
+    return float(np.mean([2 * (atlas & (p.label > 0)).sum() / (atlas.sum() + (p.label > 0).sum()) for p in test]))
+
+
+def test_tiny_unet_learns_beyond_the_atlas(tiny_t2):
+    """A real learning check: the U-Net must beat the population atlas (which ignores the image) by 0.04 Dice.
+
+    Measured when written: atlas 0.643, U-Net 0.714-0.718 over two seeds at 400 iterations (~5 s on 2 cores).
+    The absolute Dice is modest because the tiny grid has 24 x 18 x 15 mm voxels (a liver is ~230 voxels).
+    """
+    train, test = tiny_t2
+    result = train_segmentation(train, [], "real", TINY.segmentation, seed=0, device="cpu")
+    rows = evaluate(result.model, test, TINY.segmentation)
+    dice = float(np.mean([r["dice_liver"] for r in rows]))
+    baseline = atlas_dice(train, test)
+    assert dice >= baseline + 0.04 and dice >= 0.68, (dice, baseline)
+    assert np.mean(result.losses[-20:]) < 0.6 * np.mean(result.losses[:20])
+    assert all(np.isfinite(r["hd95_liver"]) and 0 <= r["nsd_liver"] <= 1 for r in rows)
+
+
+def test_same_seed_same_metrics_on_cpu(tiny_t2):
+    train, test = tiny_t2
+    settings = replace(TINY.segmentation, iterations=25)
+    runs = [train_segmentation(train[:6], [], "real", settings, seed=7, device="cpu") for _ in range(2)]
+    assert runs[0].losses == runs[1].losses
+    rows = [evaluate(r.model, test[:3], settings) for r in runs]
+    assert pd.DataFrame(rows[0]).equals(pd.DataFrame(rows[1]))  # exact equality, NaN tumour cells included
+    other = train_segmentation(train[:6], [], "real", settings, seed=8, device="cpu")
+    assert other.losses != runs[0].losses
+
+
+def test_arms_draw_from_the_right_pools(tiny_t2):
+    train, _ = tiny_t2
+    real, synthetic = train[:4], train[4:8]
+    assert training_pools("real", real, synthetic) == (list(real), [])
+    assert training_pools("synthetic", real, synthetic) == ([], list(synthetic))
+    with pytest.raises(ConfigError, match="needs synthetic"):
+        training_pools("real+synthetic", real, [])
+    with pytest.raises(ConfigError, match="unknown arm"):
+        training_pools("mixed", real, synthetic)
+    settings = replace(TINY.segmentation, iterations=3)
+    result = train_segmentation(real, synthetic, "real+synthetic", settings, seed=0, device="cpu",
+                                synthetic_fraction=0.5)
+    assert (result.n_real, result.n_synthetic, result.iterations) == (4, 4, 3)
+    with pytest.raises(ConfigError, match="synthetic_fraction"):
+        train_segmentation(real, synthetic, "real+synthetic", settings, seed=0, synthetic_fraction=1.5)
+
+
+def test_sliding_window_handles_patches_smaller_than_the_volume(tiny_t2):
+    train, test = tiny_t2
+    settings = replace(TINY.segmentation, iterations=5, patch_size=(8, 8, 8))
+    result = train_segmentation(train[:4], [], "real", settings, seed=0, device="cpu")
+    prediction = predict(result.model, test[0].image, settings)
+    assert prediction.shape == test[0].label.shape and prediction.dtype == np.uint8
+    assert set(np.unique(prediction)) <= {0, 1, 2}
