@@ -1,0 +1,141 @@
+"""Pieces every baseline shares: checkpointing through ``foscu_bench.checkpoint``, pair construction, and the
+random deformation of real training labels that the label-conditioned baselines condition on.
+
+The label-conditioned baselines (synthseg, cond-ddpm, cond-gan) cannot invent new anatomy: at sampling time
+they condition on *deformed real training labels*. That is the gap Duo-Diffusion's label generator closes,
+and the benchmark measures what it is worth.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from foscu_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from foscu_bench.errors import FoscuError
+from foscu_bench.pair import Pair
+from foscu_bench.profiles import Profile, get_profile
+
+
+class NotFittedError(FoscuError):
+    """sample/save was called before fit/load."""
+
+
+def synthetic_case_id(name: str, seed: int, index: int) -> str:
+    return f"{name}-s{seed}-{index:05d}"
+
+
+def make_pair(image: np.ndarray, label: np.ndarray, profile: Profile, case_id: str, **meta: Any) -> Pair:
+    """A valid ``Pair`` from generator output: image clipped to [0, 1] float32 (1 x X x Y x Z), label uint8."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[None]
+    image = np.clip(np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+    return Pair(image=image, label=np.asarray(label, dtype=np.uint8), spacing=profile.spacing, case_id=case_id,
+                patient_id=case_id, meta=meta)
+
+
+def label_channels(label: np.ndarray) -> np.ndarray:
+    """Liver and tumour masks as float32 channels (2 x X x Y x Z): the conditioning input of learned baselines."""
+    label = np.asarray(label)
+    return np.stack([(label >= 1), (label == 2)]).astype(np.float32)
+
+
+def deformation_transform(shape: tuple[int, int, int], keys: list[str], modes: list[str], seed: int,
+                          strength: float = 1.0):
+    """MONAI random affine + elastic deformation sized to the grid (the same draw for every key)."""
+    from monai.transforms import Compose, Rand3DElasticd, RandAffined
+
+    small = min(shape)
+    chain = Compose([
+        RandAffined(keys=keys, prob=1.0, rotate_range=(0.15 * strength,) * 3, scale_range=(0.1 * strength,) * 3,
+                    translate_range=(0.06 * small * strength,) * 3, mode=modes, padding_mode="zeros"),
+        Rand3DElasticd(keys=keys, prob=1.0, sigma_range=(small / 8, small / 6),
+                       magnitude_range=(small / 16 * strength, small / 8 * strength), mode=modes,
+                       padding_mode="zeros"),
+    ])
+    chain.set_random_state(seed=seed)
+    return chain
+
+
+def deform_label(label: np.ndarray, seed: int, strength: float = 1.0) -> np.ndarray:
+    """A new plausible label from a real one: smooth affine + elastic deformation, nearest interpolation.
+
+    Retries (up to 5 draws) if the deformation pushed the liver out of the field of view.
+    """
+    import torch
+
+    for attempt in range(5):
+        chain = deformation_transform(label.shape, ["label"], ["nearest"], seed * 7919 + attempt, strength)
+        out = chain({"label": torch.from_numpy(label[None].astype(np.float32))})["label"]
+        deformed = np.rint(np.asarray(out)[0]).astype(np.uint8)
+        if deformed.any():
+            return deformed
+    return label.copy()
+
+
+class BaseGenerator:
+    """Save/load through the verified safetensors checkpoint; subclasses fill ``_tensors`` / ``_restore``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.profile: Profile | None = None
+        self.fit_seed: int | None = None
+        self.train_case_ids: list[str] = []
+        self.device = "cpu"
+
+    # -- subclass hooks -----------------------------------------------------------------------------
+    def _config(self) -> dict:
+        return {}
+
+    def _tensors(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def _require_fitted(self) -> Profile:
+        if self.profile is None:
+            raise NotFittedError(f"generator {self.name!r} must be fitted (or loaded) before sampling or saving")
+        return self.profile
+
+    def _remember_fit(self, train, profile: Profile, seed: int) -> None:
+        self.profile, self.fit_seed = profile, int(seed)
+        self.train_case_ids = list(train.case_ids)
+
+    def save(self, directory: Path) -> None:
+        profile = self._require_fitted()
+        config = {"generator": self.name, "profile": profile.name, "fit_seed": self.fit_seed,
+                  "train_case_ids": self.train_case_ids, "generator_config": self._config()}
+        save_checkpoint(directory, self._tensors(), config)
+
+    @classmethod
+    def load(cls, directory: Path, device="cpu"):
+        arrays, config = load_checkpoint(directory)
+        if config.get("generator") != cls.name:
+            raise CheckpointError(f"{directory}: checkpoint of generator {config.get('generator')!r}, "
+                                  f"not {cls.name!r}")
+        generator = cls(**config.get("generator_config", {}))
+        generator.profile = get_profile(config["profile"])
+        generator.fit_seed = config["fit_seed"]
+        generator.train_case_ids = list(config["train_case_ids"])
+        generator.device = str(device)
+        generator._restore(arrays, config)
+        return generator
+
+    def sample(self, n: int, seed: int) -> Iterator[Pair]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return json.dumps(self._config(), sort_keys=True)
+
+
+def training_arrays(train) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked training images (N x X x Y x Z float32) and labels (N x X x Y x Z uint8)."""
+    return (np.stack([p.image[0] for p in train]).astype(np.float32),
+            np.stack([p.label for p in train]).astype(np.uint8))
