@@ -98,6 +98,12 @@ class BaseGenerator:
     def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def count_parameters(cls, profile: Profile) -> int:
+        """Parameters of the network used at sampling time (0 for rule-based generators)."""
+        build = getattr(cls(), "_build", None)
+        return 0 if build is None else int(sum(p.numel() for p in build(profile).parameters()))
+
     # -- shared ---------------------------------------------------------------------------------------
     def _require_fitted(self) -> Profile:
         if self.profile is None:

@@ -22,6 +22,8 @@ app = typer.Typer(name="foscu-bench", no_args_is_help=True, add_completion=False
                   help="Does synthetic data from generator X make 3D liver segmentation better, by how much, how surely?")
 datasets_app = typer.Typer(no_args_is_help=True, help="List, inspect and preview datasets.")
 app.add_typer(datasets_app, name="datasets")
+generators_app = typer.Typer(no_args_is_help=True, help="List the registered generators.")
+app.add_typer(generators_app, name="generators")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -129,6 +131,34 @@ def datasets_preview(
         pairs = pick_preview_cases(pool, cases)
     path = save_preview(pairs, out, title=f"{ds.name} · {profile} profile")
     console.print(f"wrote {path}")
+
+
+@generators_app.command("list")
+def generators_list(
+    profile: str = ProfileOption,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Name, kind, parameter count (at --profile), conditioning and citation of every generator."""
+    from foscu_bench.generator import registry
+    from foscu_bench.profiles import get_profile
+
+    prof = get_profile(profile)
+    rows = []
+    for name, meta in sorted(registry().items()):
+        counter = getattr(meta.load_class(), "count_parameters", None)
+        n_params = counter(prof) if counter is not None else None
+        rows.append({"name": name, "kind": meta.kind, "parameters": n_params, "conditioning": meta.conditioning,
+                     "citation": meta.citation, "reference": meta.reference})
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Generators (parameters at the {profile} profile)", show_lines=True)
+    for column in ("name", "kind", "parameters", "conditioning", "citation"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        params = "-" if not row["parameters"] else f"{row['parameters'] / 1e6:.2f} M"
+        table.add_row(row["name"], row["kind"], params, row["conditioning"], f"{row['citation']} ({row['reference']})")
+    console.print(table)
 
 
 @app.command("run")

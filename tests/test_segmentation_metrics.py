@@ -58,7 +58,6 @@ def test_hand_computed_shift_along_thick_slices():
 
 def test_identical_masks_are_perfect():
     ref = blob((16, 16, 16), (8, 8, 8), (5, 4, 3), (1, 1, 1))
-    assert binary_metrics(ref, ref, (2, 2, 3)) == (1.0, 1.0, 0.0) or binary_metrics(ref, ref, (2, 2, 3)).dice == 1.0
     m = binary_metrics(ref, ref, (2, 2, 3))
     assert (m.dice, m.nsd, m.hd95) == (1.0, 1.0, 0.0)
 

@@ -1,0 +1,70 @@
+"""Sanity checks of generated pairs against real training pairs, usable for any generator.
+
+- Liver volume distribution: two-sample Kolmogorov-Smirnov statistic and p-value (scipy).
+- Liver connectivity: connected components (26-connectivity) per sample; the fraction of samples whose
+  largest component holds >= 95% of the liver ("one dominant liver"), as real livers are one organ.
+- Intensity realism per label: 1-Wasserstein distance between pooled voxel intensities of synthetic and real
+  images inside background, liver and tumour.
+- Memorisation: the highest Pearson correlation of each synthetic image with any training image.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage, stats
+
+from foscu_bench.pair import Pair
+
+DOMINANT_COMPONENT_FRACTION = 0.95
+
+
+def liver_components(label: np.ndarray) -> tuple[int, float]:
+    """Number of 26-connected liver components and the fraction of liver voxels in the largest one."""
+    liver = label > 0
+    components, n = ndimage.label(liver, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return 0, 0.0
+    sizes = np.bincount(components.ravel())[1:]
+    return int(n), float(sizes.max() / sizes.sum())
+
+
+def max_training_correlation(images: Sequence[np.ndarray], training_images: Sequence[np.ndarray]) -> np.ndarray:
+    """For each image, the highest Pearson correlation with any training image (memorisation check)."""
+    def standardise(stack: np.ndarray) -> np.ndarray:
+        flat = stack.reshape(len(stack), -1).astype(np.float64)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    synth = standardise(np.stack([np.asarray(i).squeeze() for i in images]))
+    train = standardise(np.stack([np.asarray(i).squeeze() for i in training_images]))
+    return (synth @ train.T).max(axis=1)
+
+
+def sample_report(synthetic: Sequence[Pair], real: Sequence[Pair], max_voxels: int = 200_000, seed: int = 0) -> dict:
+    """All checks in one JSON-able dict."""
+    rng = np.random.default_rng(seed)
+    synth_ml = np.array([p.liver_volume_ml for p in synthetic])
+    real_ml = np.array([p.liver_volume_ml for p in real])
+    ks = stats.ks_2samp(synth_ml, real_ml)
+    components = [liver_components(p.label) for p in synthetic]
+    intensity = {}
+    for name, select in (("background", lambda l: l == 0), ("liver", lambda l: l == 1), ("tumour", lambda l: l == 2)):
+        s = np.concatenate([p.image[0][select(p.label)] for p in synthetic])
+        r = np.concatenate([p.image[0][select(p.label)] for p in real])
+        if s.size and r.size:
+            s = s if s.size <= max_voxels else rng.choice(s, max_voxels, replace=False)
+            r = r if r.size <= max_voxels else rng.choice(r, max_voxels, replace=False)
+            intensity[name] = float(stats.wasserstein_distance(s, r))
+    correlation = max_training_correlation([p.image for p in synthetic], [p.image for p in real])
+    return {
+        "n_synthetic": len(synthetic), "n_real": len(real),
+        "liver_ml_synthetic_mean": float(synth_ml.mean()), "liver_ml_real_mean": float(real_ml.mean()),
+        "liver_volume_ks": float(ks.statistic), "liver_volume_ks_p": float(ks.pvalue),
+        "liver_components_mean": float(np.mean([c[0] for c in components])),
+        "one_dominant_liver_fraction": float(np.mean([c[1] >= DOMINANT_COMPONENT_FRACTION for c in components])),
+        "intensity_wasserstein": intensity,
+        "max_training_correlation": float(correlation.max()),
+        "median_training_correlation": float(np.median(correlation)),
+    }
