@@ -145,3 +145,63 @@ def training_arrays(train) -> tuple[np.ndarray, np.ndarray]:
     """Stacked training images (N x X x Y x Z float32) and labels (N x X x Y x Z uint8)."""
     return (np.stack([p.image[0] for p in train]).astype(np.float32),
             np.stack([p.label for p in train]).astype(np.uint8))
+
+
+class LabelConditionedNetwork(BaseGenerator):
+    """A learned label-to-image network sampled on deformed real training labels (cond-gan, cond-ddpm).
+
+    Subclasses provide ``_build(profile)`` (the sampling-time network), ``fit`` (which ends with
+    ``_finish_fit``) and ``_image_for(label, rng)``; checkpointing and the sampling loop live here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.network = None
+        self.labels: np.ndarray | None = None
+
+    def _build(self, profile: Profile):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sampling_mode(self):
+        """Context in which the network samples (eval mode by default)."""
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def _finish_fit(self, network, labels: np.ndarray, train, profile: Profile, seed: int, device) -> None:
+        self.network = network.eval()
+        self.labels = labels
+        self.device = str(device)
+        self._remember_fit(train, profile, seed)
+
+    def sample(self, n: int, seed: int) -> Iterator[Pair]:
+        import torch
+
+        profile = self._require_fitted()
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        with self._sampling_mode():
+            for i in range(n):
+                index = int(rng.integers(len(self.labels)))
+                label = deform_label(self.labels[index], int(rng.integers(2 ** 31)))
+                image = self._image_for(label, rng)
+                yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
+                                source_case=self.train_case_ids[index])
+
+    def _tensors(self) -> dict[str, Any]:
+        state: dict[str, Any] = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+        state["labels"] = self.labels
+        return state
+
+    def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
+        import torch
+
+        from foscu_bench.checkpoint import load_module_state
+
+        network = self._build(self.profile)
+        load_module_state(network, arrays, "network")
+        self.network = network.to(torch.device(self.device)).eval()
+        self.labels = arrays["labels"]

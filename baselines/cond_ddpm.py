@@ -11,18 +11,13 @@ Working in image space (no autoencoder) is what separates it from Duo-Diffusion'
 from __future__ import annotations
 
 import time
-from typing import Iterator
-
 import numpy as np
 
-from foscu_bench.baselines.common import (BaseGenerator, deform_label, label_channels, make_pair, synthetic_case_id,
-                                          training_arrays)
-from foscu_bench.checkpoint import load_module_state
+from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels, training_arrays
 from foscu_bench.data.splits import require_training_set
-from foscu_bench.pair import Pair
 
 SIZES = {
-    "tiny": {"channels": (16, 32, 32), "num_res_blocks": 1, "norm_num_groups": 8, "iterations": 200, "batch_size": 4},
+    "tiny": {"channels": (16, 32, 32), "num_res_blocks": 1, "norm_num_groups": 8, "iterations": 600, "batch_size": 4},
     "quick": {"channels": (16, 32, 64), "num_res_blocks": 1, "norm_num_groups": 8, "iterations": 1500,
               "batch_size": 2},
     "paper": {"channels": (64, 128, 256, 256), "num_res_blocks": 2, "norm_num_groups": 32, "iterations": 100000,
@@ -32,14 +27,14 @@ TRAIN_TIMESTEPS = 1000
 SCHEDULE = {"schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 2e-2}
 
 
-class ConditionalDDPM(BaseGenerator):
+class ConditionalDDPM(LabelConditionedNetwork):
     name = "cond-ddpm"
 
-    def __init__(self, sampling_steps: int = 50, learning_rate: float = 1e-4, iterations: int | None = None) -> None:
+    def __init__(self, sampling_steps: int = 50, learning_rate: float = 1e-3, iterations: int | None = None,
+                 prediction_type: str = "v_prediction") -> None:
         super().__init__()
+        self.prediction_type = prediction_type
         self.sampling_steps, self.learning_rate, self.iterations = int(sampling_steps), float(learning_rate), iterations
-        self.net = None
-        self.labels: np.ndarray | None = None
         self.losses: list[float] = []
 
     def _build(self, profile):
@@ -64,7 +59,7 @@ class ConditionalDDPM(BaseGenerator):
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(seed)
         net = self._build(profile).to(dev)
-        scheduler = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, **SCHEDULE)
+        scheduler = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, prediction_type=self.prediction_type, **SCHEDULE)
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.learning_rate)
         x0_all = torch.from_numpy(images[:, None] * 2 - 1)
         cond_all = torch.from_numpy(np.stack([label_channels(l) for l in labels]))
@@ -77,55 +72,33 @@ class ConditionalDDPM(BaseGenerator):
             t = torch.randint(0, TRAIN_TIMESTEPS, (x0.shape[0],), generator=generator).to(dev)
             noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
             optimiser.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(net(torch.cat([noisy, cond], dim=1), timesteps=t), noise)
+            target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+            loss = torch.nn.functional.mse_loss(net(torch.cat([noisy, cond], dim=1), timesteps=t), target)
             loss.backward()
             optimiser.step()
             self.losses.append(loss.item())
         self.fit_seconds = time.perf_counter() - start
-        self.net = net.eval()
-        self.labels = labels
-        self.device = str(dev)
-        self._remember_fit(train, profile, seed)
+        self._finish_fit(net, labels, train, profile, seed, dev)
 
     def generate(self, label: np.ndarray, seed: int, steps: int | None = None) -> np.ndarray:
         """Image in [0, 1] for one label by DDIM (eta = 0) from seeded Gaussian noise."""
         import torch
         from monai.networks.schedulers import DDIMScheduler
 
-        dev = next(self.net.parameters()).device
-        scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, **SCHEDULE)
+        dev = next(self.network.parameters()).device
+        scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, prediction_type=self.prediction_type, **SCHEDULE)
         scheduler.set_timesteps(steps or self.sampling_steps)
         cond = torch.from_numpy(label_channels(label)[None]).to(dev)
         x = torch.randn((1, 1, *label.shape), generator=torch.Generator().manual_seed(seed)).to(dev)
         with torch.no_grad():
             for t in scheduler.timesteps:
-                eps = self.net(torch.cat([x, cond], dim=1), timesteps=torch.full((1,), int(t), device=dev))
+                eps = self.network(torch.cat([x, cond], dim=1), timesteps=torch.full((1,), int(t), device=dev))
                 x, _ = scheduler.step(eps, int(t), x)
         return ((x[0].cpu().numpy() + 1) / 2).clip(0, 1)
 
-    def sample(self, n: int, seed: int) -> Iterator[Pair]:
-        profile = self._require_fitted()
-        rng = np.random.default_rng(seed)
-        for i in range(n):
-            index = int(rng.integers(len(self.labels)))
-            label = deform_label(self.labels[index], int(rng.integers(2 ** 31)))
-            image = self.generate(label, int(rng.integers(2 ** 31)))
-            yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
-                            source_case=self.train_case_ids[index], sampler=f"ddim-{self.sampling_steps}")
+    def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.generate(label, int(rng.integers(2 ** 31)))
 
     def _config(self) -> dict:
         return {"sampling_steps": self.sampling_steps, "learning_rate": self.learning_rate,
-                "iterations": self.iterations}
-
-    def _tensors(self) -> dict:
-        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        state["labels"] = self.labels
-        return state
-
-    def _restore(self, arrays, config) -> None:
-        import torch
-
-        self.net = self._build(self.profile)
-        load_module_state(self.net, arrays, "net")
-        self.net = self.net.to(torch.device(self.device)).eval()
-        self.labels = arrays["labels"]
+                "iterations": self.iterations, "prediction_type": self.prediction_type}

@@ -12,15 +12,12 @@ Conditioning at sampling time: deformed real training labels (this baseline cann
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from foscu_bench.baselines.common import (BaseGenerator, deform_label, label_channels, make_pair, synthetic_case_id,
-                                          training_arrays)
-from foscu_bench.checkpoint import load_module_state
+from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels, training_arrays
 from foscu_bench.data.splits import require_training_set
-from foscu_bench.pair import Pair
 
 SIZES = {
     "tiny": {"g_channels": (8, 16, 32), "g_strides": (2, 2), "d_channels": 8, "d_layers": 2, "iterations": 150,
@@ -41,14 +38,12 @@ def smooth_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
     return ((field - field.mean()) / max(float(field.std()), 1e-6)).astype(np.float32)
 
 
-class ConditionalGAN(BaseGenerator):
+class ConditionalGAN(LabelConditionedNetwork):
     name = "cond-gan"
 
     def __init__(self, l1_weight: float = 100.0, learning_rate: float = 2e-4, iterations: int | None = None) -> None:
         super().__init__()
         self.l1_weight, self.learning_rate, self.iterations = float(l1_weight), float(learning_rate), iterations
-        self.generator_net = None
-        self.labels: np.ndarray | None = None
         self.losses: list[dict] = []
 
     def _build(self, profile):
@@ -98,44 +93,24 @@ class ConditionalGAN(BaseGenerator):
             opt_g.step()
             self.losses.append({"d": loss_d.item(), "g_adv": adversarial.item(), "l1": l1.item()})
         self.fit_seconds = time.perf_counter() - start
-        self.generator_net = gen.eval()
-        self.labels = labels
-        self.device = str(dev)
-        self._remember_fit(train, profile, seed)
+        self._finish_fit(gen, labels, train, profile, seed, dev)
 
-    def sample(self, n: int, seed: int) -> Iterator[Pair]:
+    @contextmanager
+    def _sampling_mode(self):
+        """pix2pix keeps dropout active at test time; instance norm has no running statistics to disturb."""
+        self.network.train()
+        try:
+            yield
+        finally:
+            self.network.eval()
+
+    def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         import torch
 
-        profile = self._require_fitted()
-        rng = np.random.default_rng(seed)
-        gen = self.generator_net
-        dev = next(gen.parameters()).device
-        torch.manual_seed(seed)
-        gen.train()  # pix2pix keeps dropout active at test time; instance norm has no running statistics
-        try:
-            for i in range(n):
-                index = int(rng.integers(len(self.labels)))
-                label = deform_label(self.labels[index], int(rng.integers(2 ** 31)))
-                x = np.concatenate([label_channels(label), smooth_noise(profile.shape, rng)[None]])[None]
-                with torch.no_grad():
-                    image = torch.sigmoid(gen(torch.from_numpy(x).to(dev)))[0].cpu().numpy()
-                yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
-                                source_case=self.train_case_ids[index])
-        finally:
-            gen.eval()
+        dev = next(self.network.parameters()).device
+        x = np.concatenate([label_channels(label), smooth_noise(label.shape, rng)[None]])[None]
+        with torch.no_grad():
+            return torch.sigmoid(self.network(torch.from_numpy(x).to(dev)))[0].cpu().numpy()
 
     def _config(self) -> dict:
         return {"l1_weight": self.l1_weight, "learning_rate": self.learning_rate, "iterations": self.iterations}
-
-    def _tensors(self) -> dict:
-        state = {f"generator.{k}": v for k, v in self.generator_net.state_dict().items()}
-        state["labels"] = self.labels
-        return state
-
-    def _restore(self, arrays, config) -> None:
-        import torch
-
-        self.generator_net = self._build(self.profile)
-        load_module_state(self.generator_net, arrays, "generator")
-        self.generator_net = self.generator_net.to(torch.device(self.device)).eval()
-        self.labels = arrays["labels"]
