@@ -1,0 +1,97 @@
+"""Sizes and budgets of Duo-Diffusion per profile (everything that changes results is here and in manifests).
+
+Autoencoders downsample by 2 ** (len(channels) - 1): tiny 16^3 -> 8^3, quick 32^3 -> 8^3, paper 128^3 -> 16^3
+latents. The quick sizes are chosen for 2 CPU cores (DESIGN.md: the autoencoder is the CPU bottleneck, so its
+channels are small); the paper sizes follow MONAI's 3D LDM tutorials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+STAGES = ("label_autoencoder", "label_diffusion", "image_autoencoder", "image_diffusion", "controlnet")
+
+
+@dataclass(frozen=True)
+class AutoencoderSize:
+    channels: tuple[int, ...]
+    latent_channels: int
+    num_res_blocks: int = 1
+    norm_num_groups: int = 8
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
+class DiffusionSize:
+    channels: tuple[int, ...]
+    num_res_blocks: int = 1
+    norm_num_groups: int = 8
+    attention_levels: tuple[bool, ...] | None = None
+
+    @property
+    def attention(self) -> tuple[bool, ...]:
+        return self.attention_levels or (False,) * len(self.channels)
+
+
+@dataclass(frozen=True)
+class DuoConfig:
+    label_autoencoder: AutoencoderSize
+    image_autoencoder: AutoencoderSize
+    diffusion: DiffusionSize
+    iterations: dict[str, int]
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    autoencoder_learning_rate: float = 1e-3
+    kl_weight: float = 1e-6
+    gradient_weight: float = 0.5
+    """Weight of the gradient-difference loss that replaces the (unavailable offline) perceptual loss."""
+    adversarial_weight: float = 0.0
+    """Optional patch-adversarial loss on the image autoencoder (0 = off; 0.01-0.1 sharpens at a CPU cost)."""
+    scheduler: str = "ddim"
+    """Sampler: ddpm (1000 steps), ddim or rflow (rectified flow, MAISI-style)."""
+    sampling_steps: int = 50
+    prediction_type: str = "v_prediction"
+    train_timesteps: int = 1000
+    min_component_fraction: float = 0.1
+    """Generated liver components smaller than this fraction of the largest are removed (see postprocess)."""
+    checkpoint_every: int = 200
+
+    def with_iterations(self, **overrides: int) -> "DuoConfig":
+        return replace(self, iterations={**self.iterations, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _iterations(ae: int, ldm: int, cn: int) -> dict[str, int]:
+    return {"label_autoencoder": ae, "label_diffusion": ldm, "image_autoencoder": ae, "image_diffusion": ldm,
+            "controlnet": cn}
+
+
+CONFIGS: dict[str, DuoConfig] = {
+    "tiny": DuoConfig(label_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
+                      image_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
+                      diffusion=DiffusionSize((16, 32), norm_num_groups=8),
+                      iterations=_iterations(200, 300, 200), batch_size=4, sampling_steps=20),
+    "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32, 64), 3),
+                       image_autoencoder=AutoencoderSize((16, 32, 64), 3),
+                       diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),
+                       iterations=_iterations(1000, 2000, 1500), batch_size=2),
+    "paper": DuoConfig(label_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
+                       image_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
+                       diffusion=DiffusionSize((64, 128, 256), num_res_blocks=2, norm_num_groups=32,
+                                               attention_levels=(False, True, True)),
+                       iterations=_iterations(20000, 40000, 30000), batch_size=2, learning_rate=1e-4,
+                       autoencoder_learning_rate=1e-4, adversarial_weight=0.01),
+}
+
+
+def config_for(profile_name: str, **overrides) -> DuoConfig:
+    base = CONFIGS[profile_name]
+    iterations = overrides.pop("iterations", None)
+    config = replace(base, **overrides) if overrides else base
+    return config.with_iterations(**iterations) if iterations else config
+

@@ -1,0 +1,94 @@
+"""Schedulers and the denoising loop shared by both stages (optionally ControlNet-guided).
+
+Two training families: DDPM-trained models (``ddpm``/``ddim`` samplers; epsilon or v prediction on a
+scaled-linear beta schedule, as in MONAI's LDM tutorials) and rectified flow (``rflow``, as in MAISI: the
+model predicts the velocity x0 - noise). A DDPM-trained model can be sampled with DDPM (all 1000 steps) or
+DDIM (any number of steps); an rflow model with RFlow steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from foscu_bench.errors import ConfigError
+from foscu_bench.generators.duo_diffusion.config import DuoConfig
+
+SAMPLERS = ("ddpm", "ddim", "rflow")
+BETAS = {"schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0195}
+
+
+def family(scheduler: str) -> str:
+    if scheduler not in SAMPLERS:
+        raise ConfigError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
+    return "rflow" if scheduler == "rflow" else "ddpm"
+
+
+def training_scheduler(config: DuoConfig, latent_numel: int):
+    from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
+
+    if family(config.scheduler) == "rflow":
+        return RFlowScheduler(num_train_timesteps=config.train_timesteps, use_discrete_timesteps=True,
+                              sample_method="logit-normal", use_timestep_transform=True,
+                              base_img_size_numel=latent_numel, spatial_dim=3)
+    return DDPMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction_type, **BETAS)
+
+
+def training_target(config: DuoConfig, scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+    if family(config.scheduler) == "rflow":
+        return x0 - noise
+    if config.prediction_type == "epsilon":
+        return noise
+    return scheduler.get_velocity(x0, noise, t)
+
+
+def training_timesteps(config: DuoConfig, scheduler, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if family(config.scheduler) == "rflow":
+        return scheduler.sample_timesteps(x0)
+    return torch.randint(0, config.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+
+
+def sampling_scheduler(config: DuoConfig, sampler: str, steps: int, latent_numel: int, device):
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+    if family(sampler) != family(config.scheduler):
+        raise ConfigError(f"a model trained with {config.scheduler!r} cannot be sampled with {sampler!r}")
+    if sampler == "rflow":
+        scheduler = training_scheduler(config, latent_numel)
+        scheduler.set_timesteps(steps, device=device, input_img_size_numel=latent_numel)
+    elif sampler == "ddim":
+        scheduler = DDIMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction_type,
+                                  clip_sample=False, **BETAS)
+        scheduler.set_timesteps(steps)
+    else:
+        scheduler = DDPMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction_type,
+                                  clip_sample=False, **BETAS)
+        scheduler.set_timesteps(config.train_timesteps)
+    return scheduler
+
+
+@torch.no_grad()
+def denoise(unet, config: DuoConfig, shape: tuple[int, ...], generator: torch.Generator, device,
+            sampler: str | None = None, steps: int | None = None, controlnet=None,
+            control: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the reverse process from seeded Gaussian noise; returns latents of ``shape``."""
+    sampler = sampler or config.scheduler
+    steps = steps or config.sampling_steps
+    latent_numel = int(torch.tensor(shape[2:]).prod())
+    scheduler = sampling_scheduler(config, sampler, steps, latent_numel, device)
+    x = torch.randn(shape, generator=generator).to(device)
+    timesteps = list(scheduler.timesteps)
+    for i, t in enumerate(timesteps):
+        tt = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
+        if controlnet is not None:
+            down, mid = controlnet(x=x, timesteps=tt, controlnet_cond=control)
+            out = unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        else:
+            out = unet(x, tt)
+        if sampler == "rflow":
+            next_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            x, _ = scheduler.step(out, t, x, next_t)
+        elif sampler == "ddpm":
+            x, _ = scheduler.step(out, int(t), x, generator=generator)
+        else:
+            x, _ = scheduler.step(out, int(t), x)
+    return x

@@ -1,0 +1,205 @@
+"""Resumable training loops for the five Duo-Diffusion stages.
+
+Each iteration draws its batch and noise from random streams derived from (seed, stage, iteration), so a
+stage resumed from its last checkpoint continues exactly as an uninterrupted run would. Checkpoints
+(``<checkpoint_dir>/<stage>/``) hold the modules and AdamW state as safetensors plus the iteration and the
+loss log as JSON, written atomically every ``config.checkpoint_every`` iterations and at the end.
+
+Losses:
+- label autoencoder: Dice + cross-entropy on the decoded one-hot logits + KL;
+- image autoencoder: L1 + gradient-difference loss + KL (+ optional patch-adversarial). A pretrained
+  perceptual network (LPIPS / MedicalNet) cannot be downloaded here; the gradient-difference loss
+  (Mathieu et al., ICLR 2016) penalises blurred edges, the main failure a perceptual loss prevents;
+- diffusion U-Nets and ControlNet: MSE to the scheduler's target (v, epsilon or rectified-flow velocity).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from foscu_bench.checkpoint import load_checkpoint, save_checkpoint
+from foscu_bench.generators.duo_diffusion.config import STAGES, DuoConfig
+from foscu_bench.generators.duo_diffusion.sampling import training_scheduler, training_target, training_timesteps
+
+Progress = Callable[[str, int, int, float], None]
+
+
+def stage_rng(seed: int, stage: str, iteration: int) -> tuple[np.random.Generator, torch.Generator]:
+    key = [int(seed), STAGES.index(stage), int(iteration)]
+    torch_seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+    torch.manual_seed(torch_seed)  # for library code that draws from the global generator (RFlow timesteps)
+    return np.random.default_rng(key), torch.Generator().manual_seed(torch_seed)
+
+
+def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma) || N(0, 1)) summed over latent voxels, averaged over the batch (MONAI tutorials)."""
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-8) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+def gradient_difference_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    loss = 0.0
+    for dim in (2, 3, 4):
+        loss = loss + (prediction.diff(dim=dim).abs() - target.diff(dim=dim).abs()).abs().mean()
+    return loss / 3
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+def _save_stage(directory: Path, modules: dict, optimisers: dict, iteration: int, log: dict) -> None:
+    tensors, groups = {}, {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    for name, optimiser in optimisers.items():
+        state = optimiser.state_dict()
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                tensors[f"optim.{name}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        groups[name] = state["param_groups"]
+    save_checkpoint(directory, tensors, {"iteration": iteration, "param_groups": groups, "log": log})
+
+
+def _load_stage(directory: Path, modules: dict, optimisers: dict) -> tuple[int, dict]:
+    if not (directory / "config.json").is_file():
+        return 0, {"losses": [], "seconds": 0.0}
+    arrays, config = load_checkpoint(directory)
+    for name, module in modules.items():
+        module.load_state_dict({k[len(name) + 1:]: torch.from_numpy(v.copy()) for k, v in arrays.items()
+                                if k.startswith(name + ".")})
+    for name, optimiser in optimisers.items():
+        state: dict = {}
+        prefix = f"optim.{name}."
+        for key, value in arrays.items():
+            if key.startswith(prefix):
+                index, field = key[len(prefix):].split(".", 1)
+                state.setdefault(int(index), {})[field] = torch.from_numpy(value.copy())
+        optimiser.load_state_dict({"state": state, "param_groups": config["param_groups"][name]})
+    return int(config["iteration"]), config["log"]
+
+
+def _run(stage: str, modules: dict, optimisers: dict, step: Callable[[np.random.Generator, torch.Generator], float],
+         iterations: int, config: DuoConfig, seed: int, checkpoint_dir: Path | None,
+         progress: Progress | None) -> dict:
+    """The loop every stage shares: resume, step with derived randomness, log, checkpoint."""
+    directory = checkpoint_dir / stage if checkpoint_dir is not None else None
+    start_iteration, log = _load_stage(directory, modules, optimisers) if directory else (0, {"losses": [], "seconds": 0.0})
+    for module in modules.values():
+        module.train()
+    started = time.perf_counter()
+    for iteration in range(start_iteration, iterations):
+        rng, generator = stage_rng(seed, stage, iteration)
+        log["losses"].append(step(rng, generator))
+        if progress is not None:
+            progress(stage, iteration + 1, iterations, log["losses"][-1])
+        last = iteration + 1 == iterations
+        if directory is not None and ((iteration + 1) % config.checkpoint_every == 0 or last):
+            log["seconds"] += time.perf_counter() - started
+            started = time.perf_counter()
+            _save_stage(directory, modules, optimisers, iteration + 1, log)
+    if directory is None or start_iteration >= iterations:
+        log["seconds"] += time.perf_counter() - started
+    for module in modules.values():
+        module.eval()
+    return log
+
+
+# --- stages -------------------------------------------------------------------------------------------
+def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoConfig, seed: int, device,
+                      checkpoint_dir: Path | None = None, progress: Progress | None = None,
+                      discriminator=None) -> dict:
+    """Label stage: ``data`` is one-hot (N x 3 x ...); image stage: intensities in [0, 1] (N x 1 x ...)."""
+    from monai.losses import DiceCELoss
+
+    is_label = stage == "label_autoencoder"
+    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_learning_rate)
+    modules, optimisers = {"autoencoder": autoencoder}, {"autoencoder": optimiser}
+    use_adversarial = not is_label and config.adversarial_weight > 0 and discriminator is not None
+    if use_adversarial:
+        optimiser_d = torch.optim.AdamW(discriminator.parameters(), lr=config.autoencoder_learning_rate)
+        modules["discriminator"], optimisers["discriminator"] = discriminator, optimiser_d
+    dice_ce = DiceCELoss(softmax=True, include_background=True)
+
+    def step(rng: np.random.Generator, generator: torch.Generator) -> float:
+        x = data[torch.from_numpy(rng.integers(len(data), size=config.batch_size))].to(device)
+        reconstruction, z_mu, z_sigma = autoencoder(x)
+        if is_label:
+            loss = dice_ce(reconstruction, x)
+        else:
+            loss = (reconstruction - x).abs().mean() + config.gradient_weight * gradient_difference_loss(reconstruction, x)
+        loss = loss + config.kl_weight * kl_loss(z_mu, z_sigma)
+        if use_adversarial:
+            loss = loss + config.adversarial_weight * ((discriminator(reconstruction)[-1] - 1) ** 2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if use_adversarial:
+            optimiser_d.zero_grad(set_to_none=True)
+            loss_d = 0.5 * (((discriminator(x)[-1] - 1) ** 2).mean()
+                            + (discriminator(reconstruction.detach())[-1] ** 2).mean())
+            loss_d.backward()
+            optimiser_d.step()
+        return loss.item()
+
+    return _run(stage, modules, optimisers, step, config.iterations[stage], config, seed, checkpoint_dir, progress)
+
+
+def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, seed: int, device,
+                    checkpoint_dir: Path | None = None, progress: Progress | None = None) -> dict:
+    """Unconditional latent diffusion on (already scaled) latents."""
+    scheduler = training_scheduler(config, int(np.prod(latents.shape[2:])))
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
+
+    def step(rng: np.random.Generator, generator: torch.Generator) -> float:
+        x0 = latents[torch.from_numpy(rng.integers(len(latents), size=config.batch_size))].to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = training_timesteps(config, scheduler, x0, generator)
+        noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
+        loss = torch.nn.functional.mse_loss(unet(noisy, t), training_target(config, scheduler, x0, noise, t))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return loss.item()
+
+    return _run(stage, {"unet": unet}, {"unet": optimiser}, step, config.iterations[stage], config, seed,
+                checkpoint_dir, progress)
+
+
+def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Tensor, config: DuoConfig, seed: int,
+                     device, checkpoint_dir: Path | None = None, progress: Progress | None = None) -> dict:
+    """ControlNet on a frozen image diffusion U-Net; ``controls`` are full-resolution label masks."""
+    stage = "controlnet"
+    scheduler = training_scheduler(config, int(np.prod(latents.shape[2:])))
+    for parameter in unet.parameters():
+        parameter.requires_grad_(False)
+    unet.eval()
+    optimiser = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate)
+
+    def step(rng: np.random.Generator, generator: torch.Generator) -> float:
+        index = torch.from_numpy(rng.integers(len(latents), size=config.batch_size))
+        x0, control = latents[index].to(device), controls[index].to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = training_timesteps(config, scheduler, x0, generator)
+        noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
+        down, mid = controlnet(x=noisy, timesteps=t, controlnet_cond=control)
+        prediction = unet(noisy, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        loss = torch.nn.functional.mse_loss(prediction, training_target(config, scheduler, x0, noise, t))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return loss.item()
+
+    log = _run(stage, {"controlnet": controlnet}, {"controlnet": optimiser}, step, config.iterations[stage], config,
+               seed, checkpoint_dir, progress)
+    unet.eval()
+    return log
+
+
+def write_loss_log(path: Path, logs: dict[str, dict]) -> None:
+    from foscu_bench.store import atomic_write_text
+
+    atomic_write_text(path, json.dumps(logs, indent=1, sort_keys=True) + "\n")
