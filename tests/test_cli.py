@@ -66,7 +66,9 @@ def test_datasets_preview_writes_png(tmp_path, capsys):
 
 def test_run_reports_missing_generator_clearly(capsys):
     code, _, err = run_cli(["run", "--generator", "duo-diffusion", "--seeds", "5"], capsys)
-    assert code == 2 and "not available yet" in err and "Traceback" not in err
+    assert code == 2 and "runner is not available yet" in err and "Traceback" not in err
+    code, _, err = run_cli(["run", "--generator", "duo-difusion", "--seeds", "5"], capsys)
+    assert code == 2 and "did you mean 'duo-diffusion'" in err
 
 
 def test_console_script_and_light_import():

@@ -193,3 +193,29 @@ def test_generators_list_cli(capsys):
     by_name = {r["name"]: r for r in rows}
     assert by_name["cond-ddpm"]["parameters"] > 0 and not by_name["classic-aug"]["parameters"]
     assert "Billot" in by_name["synthseg"]["citation"]
+
+
+def test_image_label_consistency_scores_agreement():
+    """A stand-in segmenter that thresholds the image: images equal to their labels score Dice 1 exactly,
+    and a label shifted by 2 voxels along x scores the hand-computed Dice of the overlap."""
+    import torch
+
+    from foscu_bench.pair import Pair
+    from foscu_bench.sample_checks import image_label_consistency
+
+    class Threshold(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            fg = (x > 0.5).float()
+            return torch.cat([1 - fg, fg, torch.zeros_like(fg)], dim=1)
+
+    label = np.zeros(TINY.shape, np.uint8)
+    label[4:12, 4:12, 4:12] = 1
+    exact = Pair(image=label[None].astype(np.float32), label=label, spacing=TINY.spacing, case_id="a")
+    shifted = Pair(image=label[None].astype(np.float32), label=np.roll(label, 2, axis=0), spacing=TINY.spacing,
+                   case_id="b")
+    dice = image_label_consistency([exact, shifted], Threshold(), TINY.segmentation)
+    np.testing.assert_allclose(dice, [1.0, 6 / 8])
