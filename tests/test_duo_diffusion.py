@@ -106,3 +106,20 @@ def test_postprocess_removes_small_components_and_stray_tumour():
     out = postprocess_label(label, 0.1)
     assert out[16:18, 16:18, 16:18].sum() == 0 and out[0, 19, 19] == 0
     assert (out == 2).sum() == 8 and (out > 0).sum() == 1000
+
+
+def test_cached_control_embedding_is_exact_and_restored(fitted):
+    from foscu_bench.generators.duo_diffusion.sampling import cached_control_embedding
+    from foscu_bench.baselines.common import label_channels
+
+    controlnet = fitted.modules["controlnet"]
+    control = torch.from_numpy(label_channels(fitted.labels[0])[None])
+    x = torch.randn(1, fitted.config.image_autoencoder.latent_channels, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500])
+    original = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        down_ref, mid_ref = controlnet(x=x, timesteps=t, controlnet_cond=control)
+        with cached_control_embedding(controlnet, control):
+            down, mid = controlnet(x=x, timesteps=t, controlnet_cond=control)
+    assert controlnet.controlnet_cond_embedding is original
+    assert torch.equal(mid, mid_ref) and all(torch.equal(a, b) for a, b in zip(down, down_ref))
