@@ -23,10 +23,13 @@ def main() -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint-dir", default=None)
+    parser.add_argument("--precision", default=None, help="Duo-Diffusion only: fp32 or bf16")
     args = parser.parse_args()
     ds = open_dataset("phantom", profile=args.profile)
     train = TrainingSet.from_dataset(ds, split_dataset(ds, 0))
     options = {"checkpoint_dir": args.checkpoint_dir} if args.checkpoint_dir else {}
+    if args.precision:
+        options["precision"] = args.precision
     gen = G.create(args.name, **options)
     start = time.perf_counter()
     gen.fit(train, ds.profile, seed=0, device="cpu")

@@ -123,3 +123,15 @@ def test_cached_control_embedding_is_exact_and_restored(fitted):
             down, mid = controlnet(x=x, timesteps=t, controlnet_cond=control)
     assert controlnet.controlnet_cond_embedding is original
     assert torch.equal(mid, mid_ref) and all(torch.equal(a, b) for a, b in zip(down, down_ref))
+
+
+def test_bf16_training_path(train):
+    iterations = {k: 4 for k in STAGE_ITERATIONS}
+    gen = G.create("duo-diffusion", iterations=iterations, sampling_steps=3, precision="bf16")
+    gen.fit(train, TINY, seed=0)
+    assert gen.config.precision == "bf16"
+    assert all(np.isfinite(log["losses"]).all() for log in gen.logs.values())
+    pair = G.sample_validated(gen, 1, seed=0, shape=TINY.shape)[0]
+    assert pair.image.dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        G.create("duo-diffusion", iterations=iterations, precision="fp8").fit(train, TINY, seed=0)

@@ -57,10 +57,11 @@ class DuoDiffusion(BaseGenerator):
 
     def __init__(self, scheduler: str | None = None, sampling_steps: int | None = None,
                  iterations: dict | None = None, checkpoint_dir: str | None = None,
-                 checkpoint_every: int | None = None) -> None:
+                 checkpoint_every: int | None = None, precision: str | None = None) -> None:
         super().__init__()
         self.overrides = {k: v for k, v in {"scheduler": scheduler, "sampling_steps": sampling_steps,
-                                            "iterations": iterations, "checkpoint_every": checkpoint_every}.items()
+                                            "iterations": iterations, "checkpoint_every": checkpoint_every,
+                                            "precision": precision}.items()
                           if v is not None}
         self.checkpoint_dir = checkpoint_dir
         self.config: DuoConfig | None = None
@@ -188,7 +189,8 @@ class DuoDiffusion(BaseGenerator):
 
     # -- checkpoint --------------------------------------------------------------------------------------
     def _config(self) -> dict:
-        return {key: self.overrides.get(key) for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every")}
+        return {key: self.overrides.get(key)
+                for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every", "precision")}
 
     def _tensors(self) -> dict:
         tensors = {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}

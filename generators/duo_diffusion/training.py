@@ -37,6 +37,17 @@ def stage_rng(seed: int, stage: str, iteration: int) -> tuple[np.random.Generato
     return np.random.default_rng(key), torch.Generator().manual_seed(torch_seed)
 
 
+def autocast(config: DuoConfig, device):
+    """bf16 autocast for the forward pass when ``config.precision == "bf16"``; a no-op otherwise."""
+    from contextlib import nullcontext
+
+    if config.precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    if config.precision != "fp32":
+        raise ValueError(f"precision must be fp32 or bf16, got {config.precision!r}")
+    return nullcontext()
+
+
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma) || N(0, 1)) summed over latent voxels, averaged over the batch (MONAI tutorials)."""
     kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-8) - 1)
@@ -126,7 +137,9 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
         x = data[torch.from_numpy(rng.integers(len(data), size=config.batch_size))].to(device)
-        reconstruction, z_mu, z_sigma = autoencoder(x)
+        with autocast(config, device):
+            reconstruction, z_mu, z_sigma = autoencoder(x)
+        reconstruction, z_mu, z_sigma = reconstruction.float(), z_mu.float(), z_sigma.float()
         if is_label:
             loss = dice_ce(reconstruction, x)
         else:
@@ -159,7 +172,9 @@ def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, 
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)
         noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-        loss = torch.nn.functional.mse_loss(unet(noisy, t), training_target(config, scheduler, x0, noise, t))
+        with autocast(config, device):
+            prediction = unet(noisy, t)
+        loss = torch.nn.functional.mse_loss(prediction.float(), training_target(config, scheduler, x0, noise, t))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -185,9 +200,10 @@ def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Te
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)
         noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-        down, mid = controlnet(x=noisy, timesteps=t, controlnet_cond=control)
-        prediction = unet(noisy, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-        loss = torch.nn.functional.mse_loss(prediction, training_target(config, scheduler, x0, noise, t))
+        with autocast(config, device):
+            down, mid = controlnet(x=noisy, timesteps=t, controlnet_cond=control)
+            prediction = unet(noisy, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        loss = torch.nn.functional.mse_loss(prediction.float(), training_target(config, scheduler, x0, noise, t))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
