@@ -135,3 +135,15 @@ def test_bf16_training_path(train):
     assert pair.image.dtype == np.float32
     with pytest.raises(ValueError, match="precision"):
         G.create("duo-diffusion", iterations=iterations, precision="fp8").fit(train, TINY, seed=0)
+
+
+def test_divergence_stops_training_with_a_clear_error():
+    from foscu_bench.generators.duo_diffusion.config import config_for
+    from foscu_bench.generators.duo_diffusion.networks import build_diffusion_unet
+    from foscu_bench.generators.duo_diffusion.training import train_diffusion
+
+    config = config_for("tiny", iterations={"label_diffusion": 3})
+    latents = torch.full((2, config.label_autoencoder.latent_channels, 8, 8, 8), float("nan"))
+    unet = build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels)
+    with pytest.raises(FloatingPointError, match="'label_diffusion' diverged: loss nan at iteration 1"):
+        train_diffusion("label_diffusion", unet, latents, config, seed=0, device="cpu")

@@ -104,7 +104,12 @@ def _run(stage: str, modules: dict, optimisers: dict, step: Callable[[np.random.
     started = time.perf_counter()
     for iteration in range(start_iteration, iterations):
         rng, generator = stage_rng(seed, stage, iteration)
-        log["losses"].append(step(rng, generator))
+        loss = step(rng, generator)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"Duo-Diffusion stage {stage!r} diverged: loss {loss} at iteration {iteration + 1} "
+                                     f"(precision {config.precision}); the last good checkpoint is kept, lower the "
+                                     f"learning rate or train in fp32")
+        log["losses"].append(loss)
         if progress is not None:
             progress(stage, iteration + 1, iterations, log["losses"][-1])
         last = iteration + 1 == iterations
