@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 
 from foscu_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from foscu_bench.data.splits import require_training_set
 from foscu_bench.errors import FoscuError
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile, get_profile
@@ -170,6 +171,18 @@ class LabelConditionedNetwork(BaseGenerator):
         from contextlib import nullcontext
 
         return nullcontext()
+
+    def _fit_setup(self, train, profile: Profile, seed: int, device, sizes: dict):
+        """The start every learned fit shares: refuse non-training data, stack arrays, pick sizes, seed."""
+        import torch
+
+        train = require_training_set(train)
+        images, labels = training_arrays(train)
+        size = sizes[profile.name]
+        iterations = getattr(self, "iterations", None) or size["iterations"]
+        dev = torch.device(device)
+        torch.manual_seed(seed)
+        return train, images, labels, size, iterations, dev, np.random.default_rng(seed)
 
     def _finish_fit(self, network, labels: np.ndarray, train, profile: Profile, seed: int, device) -> None:
         self.network = network.eval()

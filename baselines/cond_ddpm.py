@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 import numpy as np
 
-from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels, training_arrays
-from foscu_bench.data.splits import require_training_set
+from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels
 
 SIZES = {
     "tiny": {"channels": (16, 32, 32), "num_res_blocks": 1, "norm_num_groups": 8, "iterations": 600, "batch_size": 4},
@@ -50,13 +49,7 @@ class ConditionalDDPM(LabelConditionedNetwork):
         import torch
         from monai.networks.schedulers import DDPMScheduler
 
-        train = require_training_set(train)
-        images, labels = training_arrays(train)
-        size = SIZES[profile.name]
-        iterations = self.iterations or size["iterations"]
-        dev = torch.device(device)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
+        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device, SIZES)
         generator = torch.Generator().manual_seed(seed)
         net = self._build(profile).to(dev)
         scheduler = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, prediction_type=self.prediction_type, **SCHEDULE)

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels, training_arrays
-from foscu_bench.data.splits import require_training_set
+from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels
 
 SIZES = {
     "tiny": {"g_channels": (8, 16, 32), "g_strides": (2, 2), "d_channels": 8, "d_layers": 2, "iterations": 150,
@@ -57,13 +56,7 @@ class ConditionalGAN(LabelConditionedNetwork):
         import torch
         from monai.networks.nets import PatchDiscriminator
 
-        train = require_training_set(train)
-        images, labels = training_arrays(train)
-        size = SIZES[profile.name]
-        iterations = self.iterations or size["iterations"]
-        dev = torch.device(device)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
+        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device, SIZES)
         gen = self._build(profile).to(dev)
         disc = PatchDiscriminator(spatial_dims=3, num_layers_d=size["d_layers"], channels=size["d_channels"],
                                   in_channels=3, out_channels=1, norm="INSTANCE").to(dev)
