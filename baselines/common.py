@@ -8,7 +8,6 @@ and the benchmark measures what it is worth.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -137,9 +136,6 @@ class BaseGenerator:
 
     def sample(self, n: int, seed: int) -> Iterator[Pair]:  # pragma: no cover - overridden
         raise NotImplementedError
-
-    def describe(self) -> str:
-        return json.dumps(self._config(), sort_keys=True)
 
 
 def training_arrays(train) -> tuple[np.ndarray, np.ndarray]:

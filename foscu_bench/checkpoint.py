@@ -93,11 +93,6 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[
     return arrays, record["config"]
 
 
-def module_state(module) -> dict[str, Any]:
-    """A torch module's state dict with a prefix per module, ready for ``save_checkpoint``."""
-    return {k: v for k, v in module.state_dict().items()}
-
-
 def load_module_state(module, arrays: dict[str, np.ndarray], prefix: str) -> None:
     """Load the ``prefix.*`` arrays into ``module`` (strict: every key must match)."""
     import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -87,6 +86,3 @@ def open_dataset(spec: str | Path, label_map: str | LabelMap | None = None, prof
     name = str(spec) if not Path(str(spec)).exists() else Path(spec).resolve().name
     return Dataset(source, label_map or source.default_label_map, profile, name)
 
-
-def describe_dataset_for_json(dataset: Dataset) -> str:
-    return json.dumps(dataset.describe(), sort_keys=True)
