@@ -77,6 +77,15 @@ def deform_label(label: np.ndarray, seed: int, strength: float = 1.0) -> np.ndar
     return label.copy()
 
 
+def draw_deformed_label(labels: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    """Pick a real training label and deform it: the conditioning of every label-conditioned generator.
+
+    Draws the index first, then the deformation seed, from ``rng`` (this order fixes the samples of a seed).
+    """
+    index = int(rng.integers(len(labels)))
+    return index, deform_label(labels[index], int(rng.integers(2 ** 31)))
+
+
 class BaseGenerator:
     """Save/load through the verified safetensors checkpoint; subclasses fill ``_tensors`` / ``_restore``."""
 
@@ -194,8 +203,7 @@ class LabelConditionedNetwork(BaseGenerator):
         torch.manual_seed(seed)
         with self._sampling_mode():
             for i in range(n):
-                index = int(rng.integers(len(self.labels)))
-                label = deform_label(self.labels[index], int(rng.integers(2 ** 31)))
+                index, label = draw_deformed_label(self.labels, rng)
                 image = self._image_for(label, rng)
                 yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
                                 source_case=self.train_case_ids[index])

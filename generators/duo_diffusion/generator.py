@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from foscu_bench.baselines.common import BaseGenerator, deform_label, label_channels, make_pair, synthetic_case_id, training_arrays
+from foscu_bench.baselines.common import (BaseGenerator, draw_deformed_label, label_channels, make_pair, synthetic_case_id,
+                                          training_arrays)
 from foscu_bench.checkpoint import load_module_state
 from foscu_bench.data.splits import require_training_set
 from foscu_bench.generators.duo_diffusion import networks
@@ -216,6 +217,5 @@ class DuoDiffusionRealLabels(DuoDiffusion):
     generates_labels = False
 
     def _labels_for(self, n: int, seed: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
-        picks = [int(rng.integers(len(self.labels))) for _ in range(n)]
-        labels = [deform_label(self.labels[i], int(rng.integers(2 ** 31))) for i in picks]
-        return labels, [f"deformed:{self.train_case_ids[i]}" for i in picks]
+        draws = [draw_deformed_label(self.labels, rng) for _ in range(n)]
+        return [label for _, label in draws], [f"deformed:{self.train_case_ids[i]}" for i, _ in draws]
