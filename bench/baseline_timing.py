@@ -13,9 +13,8 @@ import json
 import time
 from pathlib import Path
 
+from bench_setup import training_split
 from foscu_bench import generator as G
-from foscu_bench.data.dataset import open_dataset
-from foscu_bench.data.splits import TrainingSet, split_dataset
 from foscu_bench.preview import save_preview
 from foscu_bench.sample_checks import sample_report
 from foscu_bench.store import atomic_write_json
@@ -30,8 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--previews", type=Path, default=Path("paper_figures/baselines"))
     args = parser.parse_args()
-    ds = open_dataset(args.dataset, profile=args.profile)
-    train = TrainingSet.from_dataset(ds, split_dataset(ds, 0))
+    ds, _, train = training_split(args.dataset, args.profile)
     results = {}
     for name in args.generators:
         gen = G.create(name)

@@ -12,9 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from bench_setup import training_split
 from foscu_bench import generator as G
-from foscu_bench.data.dataset import open_dataset
-from foscu_bench.data.splits import TrainingSet, split_dataset
 
 
 def main() -> None:
@@ -25,8 +24,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--precision", default=None, help="Duo-Diffusion only: fp32 or bf16")
     args = parser.parse_args()
-    ds = open_dataset("phantom", profile=args.profile)
-    train = TrainingSet.from_dataset(ds, split_dataset(ds, 0))
+    ds, _, train = training_split("phantom", args.profile)
     options = {"checkpoint_dir": args.checkpoint_dir} if args.checkpoint_dir else {}
     if args.precision:
         options["precision"] = args.precision

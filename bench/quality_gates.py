@@ -15,14 +15,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
+from bench_setup import reference_unet, training_split
 from foscu_bench import generator as G
-from foscu_bench.data.dataset import open_dataset
-from foscu_bench.data.splits import TrainingSet, split_dataset
 from foscu_bench.preview import pick_preview_cases, save_preview
 from foscu_bench.sample_checks import image_label_consistency, sample_report
-from foscu_bench.segmentation import train_segmentation
 from foscu_bench.store import atomic_write_json
 
 
@@ -34,12 +31,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality_quick.json"))
     parser.add_argument("--figures", type=Path, default=Path("paper_figures"))
     args = parser.parse_args()
-    ds = open_dataset("phantom", profile=args.profile)
-    split = split_dataset(ds, 0)
-    train = TrainingSet.from_dataset(ds, split)
+    ds, split, train = training_split("phantom", args.profile)
     test = ds.pairs(split.test)
     settings = ds.profile.segmentation
-    unet = train_segmentation(list(train), [], "real", settings, seed=0).model
+    unet = reference_unet(ds, train)
     ceiling = image_label_consistency(test, unet, settings)
     results = {"real_test_ceiling": {"dice_mean": float(ceiling.mean()), "dice_sd": float(ceiling.std(ddof=1)),
                                      "n": len(test)}}

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
-from foscu_bench.data.dataset import open_dataset
-from foscu_bench.data.splits import TrainingSet, split_dataset
+from bench_setup import training_split
 from foscu_bench.segmentation import evaluate, train_segmentation
 
 
@@ -25,9 +23,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--split-seed", type=int, default=0)
     args = parser.parse_args()
-    ds = open_dataset(args.dataset, label_map=args.label_map, profile=args.profile)
-    split = split_dataset(ds, args.split_seed)
-    train = TrainingSet.from_dataset(ds, split)
+    ds, split, train = training_split(args.dataset, args.profile, args.label_map, args.split_seed)
     test = ds.pairs(split.test)
     atlas = np.mean([p.label > 0 for p in train], axis=0) > 0.5
     atlas_dice = np.mean([2 * (atlas & (p.label > 0)).sum() / (atlas.sum() + (p.label > 0).sum()) for p in test])

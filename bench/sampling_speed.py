@@ -13,11 +13,9 @@ import json
 import time
 from pathlib import Path
 
+from bench_setup import reference_unet, training_split
 from foscu_bench import generator as G
-from foscu_bench.data.dataset import open_dataset
-from foscu_bench.data.splits import TrainingSet, split_dataset
 from foscu_bench.sample_checks import image_label_consistency
-from foscu_bench.segmentation import train_segmentation
 from foscu_bench.store import atomic_write_json
 
 
@@ -30,10 +28,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("bench/results/sampling_speed_quick.json"))
     args = parser.parse_args()
-    ds = open_dataset("phantom", profile=args.profile)
-    train = TrainingSet.from_dataset(ds, split_dataset(ds, 0))
+    ds, _, train = training_split("phantom", args.profile)
     settings = ds.profile.segmentation
-    unet = train_segmentation(list(train), [], "real", settings, seed=0).model
+    unet = reference_unet(ds, train)
     gen = G.load(args.name, args.fitted)
     rows = []
     for item in args.settings:

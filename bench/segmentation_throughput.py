@@ -14,7 +14,6 @@ real training step (data augmentation included in the wall time) divided by that
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

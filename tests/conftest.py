@@ -62,7 +62,6 @@ def write_dicom_series(folder: Path, volume_ras: np.ndarray, spacing: tuple[floa
     Column index c runs along patient-left (-x in RAS), row index r along patient-posterior (-y), so
     pixel[r, c] = volume[X-1-c, Y-1-r, k]. File names may be shuffled relative to slice position to test sorting.
     """
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
