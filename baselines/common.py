@@ -113,6 +113,10 @@ class BaseGenerator:
         build = getattr(cls(), "_build", None)
         return 0 if build is None else int(sum(p.numel() for p in build(profile).parameters()))
 
+    def loss_curves(self) -> dict[str, list[float]]:
+        """Training losses per stage, for the loss-curve figure (empty for rule-based generators)."""
+        return {}
+
     # -- shared ---------------------------------------------------------------------------------------
     def _require_fitted(self) -> Profile:
         if self.profile is None:

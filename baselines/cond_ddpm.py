@@ -45,7 +45,7 @@ class ConditionalDDPM(LabelConditionedNetwork):
                                   num_res_blocks=size["num_res_blocks"], attention_levels=(False,) * n_levels,
                                   norm_num_groups=size["norm_num_groups"])
 
-    def fit(self, train, profile, seed: int, device="cpu") -> None:
+    def fit(self, train, profile, seed: int, device="cpu", progress=None) -> None:
         import torch
         from monai.networks.schedulers import DDPMScheduler
 
@@ -70,6 +70,8 @@ class ConditionalDDPM(LabelConditionedNetwork):
             loss.backward()
             optimiser.step()
             self.losses.append(loss.item())
+            if progress is not None:
+                progress("diffusion", len(self.losses), iterations, self.losses[-1])
         self.fit_seconds = time.perf_counter() - start
         self._finish_fit(net, labels, train, profile, seed, dev)
 
@@ -91,6 +93,9 @@ class ConditionalDDPM(LabelConditionedNetwork):
 
     def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.generate(label, int(rng.integers(2 ** 31)))
+
+    def loss_curves(self) -> dict[str, list[float]]:
+        return {"diffusion": list(self.losses)}
 
     def _config(self) -> dict:
         return {"sampling_steps": self.sampling_steps, "learning_rate": self.learning_rate,

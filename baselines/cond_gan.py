@@ -52,7 +52,7 @@ class ConditionalGAN(LabelConditionedNetwork):
         return UNet(spatial_dims=3, in_channels=3, out_channels=1, channels=size["g_channels"],
                     strides=size["g_strides"], num_res_units=1, norm="instance", dropout=0.1)
 
-    def fit(self, train, profile, seed: int, device="cpu") -> None:
+    def fit(self, train, profile, seed: int, device="cpu", progress=None) -> None:
         import torch
         from monai.networks.nets import PatchDiscriminator
 
@@ -85,6 +85,8 @@ class ConditionalGAN(LabelConditionedNetwork):
             (adversarial + self.l1_weight * l1).backward()
             opt_g.step()
             self.losses.append({"d": loss_d.item(), "g_adv": adversarial.item(), "l1": l1.item()})
+            if progress is not None:
+                progress("adversarial", it + 1, iterations, l1.item())
         self.fit_seconds = time.perf_counter() - start
         self._finish_fit(gen, labels, train, profile, seed, dev)
 
@@ -104,6 +106,9 @@ class ConditionalGAN(LabelConditionedNetwork):
         x = np.concatenate([label_channels(label), smooth_noise(label.shape, rng)[None]])[None]
         with torch.no_grad():
             return torch.sigmoid(self.network(torch.from_numpy(x).to(dev)))[0].cpu().numpy()
+
+    def loss_curves(self) -> dict[str, list[float]]:
+        return {key: [step[key] for step in self.losses] for key in ("l1", "g_adv", "d")}
 
     def _config(self) -> dict:
         return {"l1_weight": self.l1_weight, "learning_rate": self.learning_rate, "iterations": self.iterations}

@@ -8,7 +8,6 @@ truncated file is refused instead of silently loading wrong weights, and a direc
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from foscu_bench.errors import FoscuError
-from foscu_bench.store import atomic_path, atomic_write_json
+from foscu_bench.store import atomic_path, atomic_write_json, file_sha256
 
 TENSORS_FILE = "tensors.safetensors"
 CONFIG_FILE = "config.json"
@@ -26,14 +25,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(FoscuError):
     """A checkpoint is missing, in a refused format, or does not match its recorded hash."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(directory: str | Path, tensors: dict[str, Any], config: dict[str, Any]) -> Path:
@@ -50,7 +41,7 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, Any], config: dict
     target = directory / TENSORS_FILE
     with atomic_path(target, suffix=".safetensors") as tmp:
         save_file(arrays, str(tmp))
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     atomic_write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION, "tensors_sha256": digest,
                                                 "config": config})
     return directory
@@ -83,7 +74,7 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[
         raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
     if record.get("format_version") != FORMAT_VERSION or "tensors_sha256" not in record:
         raise CheckpointError(f"{config_path}: unknown checkpoint format {record.get('format_version')!r}")
-    if _sha256(tensors_path) != record["tensors_sha256"]:
+    if file_sha256(tensors_path) != record["tensors_sha256"]:
         raise CheckpointError(f"{tensors_path}: SHA-256 does not match config.json: the file was modified, "
                               f"truncated or belongs to another checkpoint")
     try:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foscu_bench import __version__
-from foscu_bench.errors import ConfigError, FoscuError
+from foscu_bench.errors import FoscuError
 
 app = typer.Typer(name="foscu-bench", no_args_is_help=True, add_completion=False,
                   help="Does synthetic data from generator X make 3D liver segmentation better, by how much, how surely?")
@@ -163,24 +163,114 @@ def generators_list(
 
 @app.command("run")
 def run(
-    generator: List[str] = typer.Option(..., "--generator", help="Generator name(s) to benchmark."),
-    seeds: int = typer.Option(5, "--seeds", min=1),
-    dataset: str = typer.Option("phantom", "--dataset"),
+    generator: List[str] = typer.Option(..., "--generator", help="Generator name(s) to benchmark (repeat the flag)."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per arm (U-Net init, data order, sampling)."),
+    dataset: str = typer.Option("phantom", "--dataset", help="'phantom', 'phantom-t2' or a dataset folder."),
+    label_map: Optional[str] = LabelMapOption,
     profile: str = ProfileOption,
-    device: str = typer.Option("auto", "--device"),
-    out: Path = typer.Option(Path("runs"), "--out"),
-    synthetic: Optional[int] = typer.Option(None, "--synthetic"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]; auto picks CUDA when present."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Directory holding run directories."),
+    synthetic: Optional[int] = typer.Option(None, "--synthetic", help="Synthetic pairs per seed (default: as many "
+                                                                       "as real training cases)."),
+    synthetic_only: bool = typer.Option(False, "--synthetic-only", help="Also train synthetic-only U-Nets."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the patient-level split."),
+    plan: bool = typer.Option(False, "--plan", help="Print the steps, what is done and an estimated time; run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's stats as JSON (implies --quiet)."),
 ) -> None:
-    """Fit generators on the training split, train U-Nets real-only vs real+synthetic, evaluate, store."""
-    from foscu_bench.generator import get_meta
-    from foscu_bench.profiles import get_profile
+    """Fit generators on the training split, train U-Nets real-only vs real+synthetic, evaluate, store.
 
-    get_profile(profile)
-    for name in generator:
-        get_meta(name)  # unknown names fail here, with a did-you-mean hint
-    raise ConfigError(f"the benchmark runner is not available yet in foscu-bench {__version__}: generators "
-                      f"{', '.join(generator)} exist and can be fitted and sampled from Python (see README), but "
-                      f"`run` lands with the runner issue")
+    Re-running the same command resumes an interrupted run; a finished run is not recomputed.
+    """
+    from foscu_bench.reporting import NullReporter, RichReporter
+    from foscu_bench.runner import RunConfig, prepare
+
+    config = RunConfig(generators=tuple(generator), seeds=seeds, dataset=dataset, label_map=label_map,
+                       profile=profile, device=device, synthetic=synthetic, synthetic_only=synthetic_only,
+                       split_seed=split_seed)
+    silent = quiet or as_json
+    reporter = NullReporter() if silent or plan else RichReporter(err_console)
+    prepared = prepare(config, out, reporter)
+    if plan:
+        _print_plan(prepared, as_json)
+        return
+    if silent:
+        manifest = prepared.execute(sys.argv)
+    else:
+        err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory}")
+        with reporter:
+            manifest = prepared.execute(sys.argv)
+    stats = json.loads((prepared.directory / "stats.json").read_text())
+    if as_json:
+        console.print_json(json.dumps({"run_dir": str(prepared.directory), "stats": stats}))
+    elif not quiet:
+        _print_summary(prepared, stats, manifest)
+
+
+def _print_plan(prepared, as_json: bool) -> None:
+    steps = prepared.plan()
+    pending = [p for p in steps if not p.done]
+    known = [p.estimate_seconds for p in pending if p.estimate_seconds is not None]
+    unknown = len(pending) - len(known)
+    if as_json:
+        console.print_json(json.dumps({"run_dir": str(prepared.directory), "steps": [
+            {"step": p.step.name, "done": p.done, "estimate_seconds": p.estimate_seconds} for p in steps],
+            "estimated_seconds": sum(known), "steps_without_estimate": unknown}))
+        return
+    table = Table(title=f"plan of {prepared.run_id} ({prepared.profile.name} profile, {prepared.device})")
+    for column in ("step", "status", "estimate"):
+        table.add_column(column)
+    for p in steps:
+        estimate = "-" if p.done else ("?" if p.estimate_seconds is None else f"{p.estimate_seconds:.0f} s")
+        table.add_row(p.step.name, "done" if p.done else "pending", estimate)
+    console.print(table)
+    extra = f" (+{unknown} steps without an estimate)" if unknown else ""
+    console.print(f"{len(pending)} of {len(steps)} steps to run; estimated {sum(known) / 60:.1f} min on 2 CPU "
+                  f"cores{extra}. Writes into {prepared.directory}")
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_summary(prepared, stats: dict, manifest: dict) -> None:
+    fidelity = json.loads((prepared.directory / "fidelity.json").read_text()).get("generators", {})
+    table = Table(title=f"{prepared.run_id}: liver Dice on {len(prepared.split.test)} held-out cases x "
+                        f"{prepared.config.seeds} seeds")
+    for column in ("arm", "Dice (sd over seeds)", "delta vs real [95% CI]", "p (Holm)", "FID", "KID"):
+        table.add_column(column)
+    for arm in stats["arms"]:
+        if arm["arm"] != "real":
+            continue
+        table.add_row("real-only", f"{arm['dice_liver']:.3f} ({_fmt(arm.get('dice_liver_seed_sd'))})", "-", "-", "-", "-")
+    for name, entry in stats["generators"].items():
+        arm = next(a for a in stats["arms"] if a["generator"] == name and a["arm"] == "real+synthetic")
+        fid = fidelity.get(name, {})
+        table.add_row(f"real + {name}", f"{arm['dice_liver']:.3f} ({_fmt(arm.get('dice_liver_seed_sd'))})",
+                      f"{entry['delta_dice_mean']:+.4f} [{entry['ci_low']:+.4f}, {entry['ci_high']:+.4f}]",
+                      _fmt(entry.get("p_holm")), _fmt(fid.get("fid"), ".2f"), _fmt(fid.get("kid_mean"), ".4f"))
+    console.print(table)
+    last = manifest["invocations"][-1]
+    console.print(f"results in {prepared.directory} (this invocation: {last['steps_run']} steps, "
+                  f"{last['wall_seconds'] / 60:.1f} min, peak memory {last['peak_memory_mb']:.0f} MiB)")
+
+
+@app.command("leaderboard")
+def leaderboard(
+    runs: Path = typer.Option(Path("runs"), "--runs", help="A run directory or a directory of runs."),
+    fmt: str = typer.Option("md", "--format", help="md | csv | latex | json"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+) -> None:
+    """Rank generators by delta liver Dice (with CI and Holm p), recomputed from the runs' per-case rows."""
+    from foscu_bench.leaderboard import leaderboard_rows, render
+    from foscu_bench.store import atomic_write_text
+
+    text = render(leaderboard_rows(runs), fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+        err_console.print(f"wrote {output}")
 
 
 @app.callback(invoke_without_command=True)

@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol, runtime_checkable
 
 from foscu_bench.errors import ConfigError, FoscuError
 from foscu_bench.pair import InvalidPairError, Pair, validate_pair
@@ -142,8 +142,12 @@ class SampleError(FoscuError):
     """A generator produced an invalid pair."""
 
 
-def sample_validated(generator: Generator, n: int, seed: int, shape: tuple[int, int, int]) -> list[Pair]:
-    """Draw ``n`` pairs and validate each: shape, finiteness, dtypes, label values, unique case ids."""
+def sample_validated(generator: Generator, n: int, seed: int, shape: tuple[int, int, int],
+                     progress: Callable[[int], None] | None = None) -> list[Pair]:
+    """Draw ``n`` pairs and validate each: shape, finiteness, dtypes, label values, unique case ids.
+
+    ``progress(k)`` is called after the k-th pair.
+    """
     pairs, seen = [], set()
     for pair in generator.sample(n, seed):
         try:
@@ -154,6 +158,8 @@ def sample_validated(generator: Generator, n: int, seed: int, shape: tuple[int, 
             raise SampleError(f"generator {generator.name!r} produced case id {pair.case_id!r} twice")
         seen.add(pair.case_id)
         pairs.append(pair)
+        if progress is not None:
+            progress(len(pairs))
     if len(pairs) != n:
         raise SampleError(f"generator {generator.name!r} produced {len(pairs)} pairs, {n} were asked for")
     return pairs

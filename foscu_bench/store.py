@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from foscu_bench.errors import FoscuError
+
 
 @contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -61,6 +63,17 @@ def atomic_save_npz(target: str | Path, **arrays: np.ndarray) -> Path:
     return atomic_write_bytes(target, buffer.getvalue())
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -71,3 +84,36 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class LockedError(FoscuError):
+    """Another process holds the lock of a run directory or cache entry."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, wait: bool = False, what: str = "") -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``flock``) on ``path`` for the duration of the block.
+
+    The lock dies with the process (kill -9 included), so a crashed run never leaves a stale lock. With
+    ``wait=False`` a held lock raises ``LockedError`` at once, naming ``what`` is being protected.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LockedError(f"{what or path.parent}: in use by another foscu-bench process (pid {holder}); "
+                              f"wait for it to finish or write elsewhere (--out)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -188,6 +188,9 @@ class DuoDiffusion(BaseGenerator):
             yield make_pair(image, labels[0], profile, synthetic_case_id(self.name, seed, i), label_source=sources[0],
                             sampler=sampler or self.config.scheduler, steps=steps or self.config.sampling_steps)
 
+    def loss_curves(self) -> dict[str, list[float]]:
+        return {stage: list(log["losses"]) for stage, log in self.logs.items()}
+
     # -- checkpoint --------------------------------------------------------------------------------------
     def _config(self) -> dict:
         return {key: self.overrides.get(key)

@@ -1,0 +1,60 @@
+"""What produced a result: package versions, git revision, hardware, peak memory.
+
+Recorded in every run manifest, so a number can always be traced to the code and machine behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("foscu-bench", "torch", "monai", "numpy", "scipy", "pandas", "datasets", "safetensors", "nibabel")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision(path: Path | None = None) -> dict[str, object]:
+    """Commit and dirty flag of the checkout holding the package (None outside a git checkout)."""
+    root = Path(path or Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def hardware() -> dict[str, object]:
+    import torch
+
+    info: dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(),
+                               "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
+                               "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda_version"] = torch.version.cuda
+    return info
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return float(peak) / (1024 * 1024 if sys.platform == "darwin" else 1024)

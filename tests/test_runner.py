@@ -1,0 +1,187 @@
+"""The benchmark runner end to end at the tiny profile: results, resumption after kill -9, locking, leaderboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foscu_bench.cli import main
+
+RUN_ARGS = ["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet"]
+RESULT_FILES = ("metrics.csv", "stats.json", "fidelity.json")
+VOLATILE_MANIFEST_KEYS = ("updated", "created", "invocations")
+
+
+def _run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def _stable_manifest(run_dir: Path) -> dict:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {k: v for k, v in manifest.items() if k not in VOLATILE_MANIFEST_KEYS}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One uninterrupted tiny run, shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("runs")
+    cache = tmp_path_factory.mktemp("run-cache")
+    old = os.environ.get("FOSCU_BENCH_CACHE")
+    os.environ["FOSCU_BENCH_CACHE"] = str(cache)
+    try:
+        main([*RUN_ARGS, "--out", str(out)])
+    finally:
+        if old is None:
+            os.environ.pop("FOSCU_BENCH_CACHE")
+        else:
+            os.environ["FOSCU_BENCH_CACHE"] = old
+    return _run_dir(out), cache
+
+
+def test_tiny_run_writes_the_result_schema(finished_run):
+    run_dir, _ = finished_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    n_test = len(manifest["split"]["test"])
+    assert list(metrics.columns[:7]) == ["generator", "arm", "seed", "case_id", "dice_liver", "nsd_liver",
+                                         "hd95_liver"]
+    assert len(metrics) == 2 * 2 * n_test  # (real-only, real+classic-aug) x 2 seeds x test cases
+    assert set(metrics["case_id"]) == set(manifest["split"]["test"])
+    assert not set(metrics["case_id"]) & set(manifest["split"]["train"])
+    real = metrics[metrics["generator"] == "real-only"]
+    assert real["dice_liver"].mean() > 0.55  # a tiny U-Net really learned the liver
+    stats = json.loads((run_dir / "stats.json").read_text())
+    entry = stats["generators"]["classic-aug"]
+    for key in ("delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm", "test"):
+        assert key in entry
+    aug = metrics[metrics["generator"] == "classic-aug"]
+    expected = (aug.groupby("case_id")["dice_liver"].mean() - real.groupby("case_id")["dice_liver"].mean()).mean()
+    assert entry["delta_dice_mean"] == pytest.approx(expected, abs=1e-12)
+    assert entry["ci_low"] <= entry["delta_dice_mean"] <= entry["ci_high"]
+    assert manifest["status"] == "complete"
+    assert all(s["status"] == "done" for s in manifest["steps"].values())
+    assert manifest["dataset"]["fingerprint"] and manifest["git"] and manifest["versions"]["torch"]
+    assert manifest["generators"]["classic-aug"]["sample_seconds_per_volume"] > 0
+    assert manifest["segmentation"]["nsd_tolerance_mm"] == 20.0
+    synthetic = np.load(run_dir / "synthetic" / "classic-aug" / "seed-1.npz")
+    assert synthetic["images"].shape == (manifest["config"]["n_synthetic"], 1, 16, 16, 16)
+
+
+def test_second_invocation_trains_nothing_and_reproduces_files(finished_run, monkeypatch, tmp_path):
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    before = {name: (run_dir / name).read_bytes() for name in RESULT_FILES}
+    manifest_before = _stable_manifest(run_dir)
+    import foscu_bench.segmentation as segmentation
+
+    monkeypatch.setattr(segmentation, "train_segmentation",
+                        lambda *a, **k: pytest.fail("a finished run must not train again"))
+    main([*RUN_ARGS, "--out", str(run_dir.parent)])
+    assert {name: (run_dir / name).read_bytes() for name in RESULT_FILES} == before
+    assert _stable_manifest(run_dir) == manifest_before
+    invocations = json.loads((run_dir / "manifest.json").read_text())["invocations"]
+    assert [i["steps_run"] for i in invocations] == [8, 0]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
+    run_dir, cache = finished_run
+    out = tmp_path / "runs"
+    env = {**os.environ, "FOSCU_BENCH_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "foscu_bench", *RUN_ARGS, "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    # kill -9 once a few steps are done (mid-way: the real-only U-Nets, fit and a sample finished)
+    while time.time() < deadline and process.poll() is None:
+        steps = list(out.glob("*/steps/*.json"))
+        if len(steps) >= 4:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, f"run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_dir = _run_dir(out)
+    assert killed_dir.name == run_dir.name  # same configuration -> same run id
+    assert not (killed_dir / "metrics.csv").exists()
+    done_before = len(list((killed_dir / "steps").glob("*.json")))
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in RESULT_FILES:
+        assert (killed_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
+    invocations = json.loads((killed_dir / "manifest.json").read_text())["invocations"]
+    assert invocations[-1]["steps_run"] == 8 - done_before
+    assert not list(killed_dir.rglob(".tmp-*"))
+
+
+def test_a_run_being_written_is_locked(finished_run, monkeypatch):
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.store import LockedError, exclusive_lock
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny"), run_dir.parent)
+    assert run.directory == run_dir
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from foscu_bench.store import exclusive_lock\n"
+        f"with exclusive_lock({str(run_dir / '.lock')!r}):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="in use by another foscu-bench process"):
+            run.execute()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(run_dir / ".lock"):  # released when its holder died
+        pass
+
+
+def test_plan_reports_done_steps(finished_run, monkeypatch, capsys):
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    main(["run", "--generator", "classic-aug", "--seeds", "3", "--profile", "tiny", "--out", str(run_dir.parent),
+          "--plan", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["steps"]) == 3 + 1 + 3 + 3 + 1
+    assert all(not s["done"] for s in plan["steps"])  # another seed count is another run
+    assert plan["estimated_seconds"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "latex", "json"])
+def test_leaderboard_formats(finished_run, fmt, tmp_path, capsys):
+    run_dir, _ = finished_run
+    stats = json.loads((run_dir / "stats.json").read_text())["generators"]["classic-aug"]
+    out = tmp_path / f"board.{fmt}"
+    main(["leaderboard", "--runs", str(run_dir.parent), "--format", fmt, "--output", str(out)])
+    text = out.read_text()
+    assert "classic-aug" in text and "real-only" in text
+    if fmt == "json":
+        rows = json.loads(text)["rows"]
+        assert rows[0]["generator"] == "classic-aug" and rows[0]["rank"] == 1
+        assert rows[0]["delta_dice_mean"] == pytest.approx(stats["delta_dice_mean"], abs=1e-12)
+        assert rows[0]["p_holm"] == pytest.approx(stats["p_holm"])
+    elif fmt == "csv":
+        frame = pd.read_csv(out)
+        assert frame.loc[0, "delta_dice_mean"] == pytest.approx(stats["delta_dice_mean"], rel=1e-8)
+    elif fmt == "latex":
+        assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
+        assert f"{100 * stats['delta_dice_mean']:+.2f}".replace("-", "$-$") in text
+    else:
+        assert text.splitlines()[0].startswith("| # | generator | Δ Dice")
+        assert f"{100 * stats['delta_dice_mean']:+.2f}" in text
+
+
+def test_leaderboard_without_runs_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["leaderboard", "--runs", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "no completed runs" in capsys.readouterr().err
