@@ -35,11 +35,11 @@ from foscu_bench.generator import GeneratorMeta, create, get_meta, load, sample_
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile, get_profile
 from foscu_bench.reporting import NullReporter, Reporter
-from foscu_bench.results import compute_stats, metrics_csv, metrics_frame, read_metrics
+from foscu_bench.results import compute_stats, json_safe, metrics_csv, metrics_frame, read_metrics
 from foscu_bench.store import atomic_save_npz, atomic_write_json, atomic_write_text, exclusive_lock, file_sha256
 
 RUN_SCHEMA_VERSION = 1
-STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 1, "fidelity": 1}
+STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 1, "fidelity": 2}
 """Bump one when its step's computation changes: older step files are then redone on resume."""
 FIT_CACHE_VERSION = 1
 SEGMENTATION_SECONDS_2CPU = {"tiny": 6.0, "quick": 21.0}
@@ -62,6 +62,9 @@ class RunConfig:
     """Also train a synthetic-only arm per generator."""
     split_seed: int = 0
     fit_seed: int = 0
+    extractor: str = "foscu-ae3d"
+    """Feature extractor of the fidelity metrics (not part of the run's identity: changing it redoes fidelity only)."""
+    extractor_weights: str | None = None
 
     def __post_init__(self) -> None:
         if not self.generators:
@@ -118,6 +121,7 @@ class Run:
     reporter: Reporter = field(default_factory=NullReporter)
     _pairs: dict[str, list[Pair]] = field(default_factory=dict)
     _fit_entries: dict[str, Path] = field(default_factory=dict)
+    _cache: dict[str, object] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -146,7 +150,11 @@ class Run:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None
-        return record if record.get("step_version") == STEP_VERSIONS[step.kind] else None
+        if record.get("step_version") != STEP_VERSIONS[step.kind]:
+            return None
+        if step.kind == "fidelity" and record.get("extractor", {}).get("name") != self.config.extractor:
+            return None
+        return record
 
     def plan(self) -> list[PlannedStep]:
         return [PlannedStep(s, self.step_record(s) is not None, self._estimate(s)) for s in self.steps()]
@@ -166,7 +174,7 @@ class Run:
     # -- data ------------------------------------------------------------------------------------------
     def pairs(self, which: str) -> list[Pair]:
         if which not in self._pairs:
-            ids = self.split.train if which == "train" else self.split.test
+            ids = {"train": self.split.train, "test": self.split.test, "all": self.dataset.case_ids}[which]
             with self.reporter.task(f"loading {which} cases", len(ids)) as update:
                 done = []
                 self._pairs[which] = self.dataset.pairs(ids, progress=lambda c: (done.append(c), update(len(done))))
@@ -305,20 +313,63 @@ class Run:
                 "device": result.device}
 
     def _fidelity(self, step: Step) -> dict:
-        """Placeholder-free until the fidelity metrics land: counts only, no invented FID."""
+        """FID/KID/MMD/MS-SSIM of the generator's synthetic volumes against all real volumes, with the floor."""
+        from foscu_bench.metrics.fidelity import fidelity_report
+
         started = time.perf_counter()
-        synthetic = self.synthetic_pairs(step.generator, 0)
-        return {"generator": step.generator, "n_synthetic": len(synthetic), "n_real": len(self.pairs("test")),
-                "seconds": time.perf_counter() - started}
+        real = np.stack([p.image for p in self.pairs("all")])
+        needed = len(real) // 2
+        synthetic: list[np.ndarray] = []
+        for seed in range(self.config.seeds):  # seeds in order until the matched n is reached
+            synthetic += [p.image for p in self.synthetic_pairs(step.generator, seed)]
+            if len(synthetic) >= needed:
+                break
+        extractor = self.extractor()
+        with self.reporter.task(f"fidelity {step.generator} ({extractor.name})", None):
+            report = fidelity_report(np.stack(synthetic), real, extractor, seed=self.config.split_seed)
+        return {"generator": step.generator, "extractor": {"name": extractor.name, **extractor.provenance},
+                "report": report, "seconds": time.perf_counter() - started}
+
+    def extractor(self):
+        from foscu_bench.metrics.features import get_extractor
+
+        if "extractor" not in self._cache:
+            train = np.stack([p.image for p in self.pairs("train")])
+            self._cache["extractor"] = get_extractor(
+                self.config.extractor, weights=self.config.extractor_weights, train_images=train,
+                cache_key=_hash({"dataset": self.fingerprint, "train": list(self.split.train)}),
+                seed=self.config.fit_seed, device=str(self.device))
+        return self._cache["extractor"]
 
     def _assemble(self) -> None:
         rows = [row for s in self.steps() if s.kind == "unet" for row in self.step_record(s)["rows"]]
         atomic_write_text(self.path("metrics.csv"), metrics_csv(metrics_frame(rows)))
         # statistics from the stored rows, exactly as the leaderboard recomputes them
         atomic_write_json(self.path("stats.json"), compute_stats(read_metrics(self.path("metrics.csv"))))
-        fidelity = {s.generator: {k: v for k, v in self.step_record(s).items() if k not in ("seconds", "step_version")}
-                    for s in self.steps() if s.kind == "fidelity"}
-        atomic_write_json(self.path("fidelity.json"), {"schema_version": 1, "generators": fidelity})
+        atomic_write_json(self.path("fidelity.json"), self._fidelity_document())
+
+    def _fidelity_document(self) -> dict:
+        """fidelity.json: per generator (DESIGN schema keys first) and the real-vs-real floor, one extractor."""
+        records = {s.generator: self.step_record(s) for s in self.steps() if s.kind == "fidelity"}
+        first = next(iter(records.values()))
+        generators = {}
+        for name, record in records.items():
+            report = record["report"]
+            scores = report["generator"]
+            generators[name] = {key: scores[key] for key in ("fid", "fid_ci_low", "fid_ci_high", "kid_mean", "kid_std",
+                                                             "mmd", "ms_ssim", "ms_ssim_synthetic_real",
+                                                             "n_real", "n_synthetic")}
+            generators[name].update(extractor=record["extractor"]["name"], warning=report["warning"],
+                                    per_view=scores["per_view"])
+        floor = first["report"]["real_vs_real"]
+        return json_safe({"schema_version": 2, "extractor": first["extractor"],
+                          "real_vs_real": {k: floor[k] for k in ("fid", "fid_ci_low", "fid_ci_high", "kid_mean",
+                                                                 "kid_std", "mmd", "ms_ssim", "n_real", "n_synthetic")},
+                          "n_per_set": first["report"]["n_per_set"], "feature_dim": first["report"]["feature_dim"],
+                          "ms_ssim_settings": first["report"]["ms_ssim_settings"],
+                          "protocol": "real volumes split into seeded halves A/B; B is the reference; floor = A vs B; "
+                                      "each generator's first |A| volumes (seeds in order) vs B",
+                          "generators": generators})
 
     # -- manifest ----------------------------------------------------------------------------------------
     def _manifest(self, status: str, previous: dict | None = None) -> dict:
@@ -391,7 +442,8 @@ def prepare(config: RunConfig, out: str | Path = "runs", reporter: Reporter | No
     split = split_dataset(dataset, config.split_seed)
     n_synthetic = config.synthetic or len(split.train)
     fingerprint = dataset.fingerprint()
-    identity = {"config": asdict(config) | {"device": device.type, "generators": sorted(config.generators)},
+    identity = {"config": {k: v for k, v in asdict(config).items() if k not in ("extractor", "extractor_weights")}
+                | {"device": device.type, "generators": sorted(config.generators)},
                 "dataset": fingerprint, "schema": RUN_SCHEMA_VERSION}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset.name).strip("-").lower() or "dataset"
     names = "+".join(sorted(config.generators))

@@ -1,0 +1,166 @@
+"""Fidelity metrics against independent formulas, their behaviour under degradation, and weight loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import linalg, ndimage
+
+from foscu_bench.metrics.features import FeatureWeightsError, get_extractor
+from foscu_bench.metrics.fidelity import (fidelity_report, frechet_distance, kernel_inception_distance,
+                                          mmd2_unbiased, split_halves)
+
+
+def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """pytorch-fid's formula (numpy/scipy), written independently of MONAI."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))
+
+
+def test_frechet_distance_matches_an_independent_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 24))
+    b = rng.normal(0.3, 1.4, size=(250, 24)) @ rng.normal(size=(24, 24)) * 0.3
+    assert frechet_distance(a, b) == pytest.approx(reference_fid(a, b), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def brute_force_mmd2(x, y):
+    k = lambda u, v: (u @ v / len(u) + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_is_the_unbiased_polynomial_mmd_and_is_unbiased():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(9, 4)), rng.normal(0.5, 1.0, size=(7, 4))
+    assert mmd2_unbiased(x, y) == pytest.approx(brute_force_mmd2(x, y), rel=1e-10)
+    # known distributions: N(0, I) vs N(0.3, I) in 4-d; the population MMD^2 from very large samples
+    truth = mmd2_unbiased(rng.normal(size=(4000, 4)), rng.normal(0.3, 1.0, size=(4000, 4)))
+    small = [mmd2_unbiased(rng.normal(size=(8, 4)), rng.normal(0.3, 1.0, size=(8, 4))) for _ in range(3000)]
+    standard_error = np.std(small) / np.sqrt(len(small))
+    assert abs(np.mean(small) - truth) < 3.5 * standard_error
+    # the biased (V-statistic) estimator at n = 8 is far off: the unbiased one matters at our sample sizes
+    same = [mmd2_unbiased(rng.normal(size=(8, 4)), rng.normal(size=(8, 4))) for _ in range(2000)]
+    assert abs(np.mean(same)) < 3.5 * np.std(same) / np.sqrt(len(same))
+    mean, std = kernel_inception_distance(rng.normal(size=(40, 4)), rng.normal(0.3, 1.0, size=(40, 4)),
+                                          subsets=50, subset_size=20)
+    assert std > 0 and mean > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_real_images(tmp_path_factory):
+    import os
+
+    from foscu_bench.data.dataset import open_dataset
+    from foscu_bench.data.splits import split_dataset
+
+    os.environ["FOSCU_BENCH_CACHE"] = str(tmp_path_factory.mktemp("fidelity-cache"))
+    ds = open_dataset("phantom", profile="tiny")
+    split = split_dataset(ds, 0)
+    train = np.stack([p.image for p in ds.pairs(split.train)])
+    extractor = get_extractor("foscu-ae3d", train_images=train, cache_key="tiny-phantom-test", seed=0)
+    return np.stack([p.image for p in ds.pairs()]), extractor
+
+
+def _shuffle_slices(volumes: np.ndarray, k: int) -> np.ndarray:
+    if k == 0:
+        return volumes
+    order = np.arange(volumes.shape[-1])
+    order[:k] = np.roll(order[:k], k // 2)  # the first k axial slices out of order, none in place
+    return volumes[..., order]
+
+
+DEGRADATIONS = {
+    "noise": (lambda x, s: np.clip(x + np.random.default_rng(0).normal(0, s, x.shape), 0, 1), (0.0, 0.03, 0.08, 0.2)),
+    "blur": (lambda x, s: ndimage.gaussian_filter(x, (0, 0, s, s, s)) if s else x, (0.0, 0.5, 1.0, 2.0)),
+    "intensity shift": (lambda x, s: np.clip(x + s, 0, 1), (0.0, 0.05, 0.1, 0.2)),
+    "shuffled slices": (_shuffle_slices, (0, 4, 8, 16)),
+}
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+def test_fid_and_kid_grow_with_degradation_for_the_default_extractor(tiny_real_images, name):
+    images, extractor = tiny_real_images
+    degrade, strengths = DEGRADATIONS[name]
+    reference = extractor(images)["volume"]
+    fids, kids = [], []
+    for strength in strengths:
+        features = extractor(degrade(images.copy(), strength).astype(np.float32))["volume"]
+        fids.append(frechet_distance(features, reference))
+        kids.append(kernel_inception_distance(features, reference, subsets=50, seed=0)[0])
+    assert all(b > a for a, b in zip(fids, fids[1:])), (name, fids)
+    assert all(b > a for a, b in zip(kids, kids[1:])), (name, kids)
+
+
+def test_fidelity_report_puts_the_floor_beside_the_generator(tiny_real_images):
+    images, extractor = tiny_real_images
+    half_a, _ = split_halves(len(images), seed=0)  # "synthetic" = degraded copies of the floor's half A
+    noisy = np.clip(images[half_a] + np.random.default_rng(3).normal(0, 0.15, images[half_a].shape), 0, 1)
+    report = fidelity_report(noisy.astype(np.float32), images, extractor, seed=0, n_boot=30, ms_ssim_pairs=8)
+    generator, floor = report["generator"], report["real_vs_real"]
+    assert generator["n_real"] == generator["n_synthetic"] == floor["n_real"] == report["n_per_set"] == 6
+    assert generator["fid"] > floor["fid"]
+    assert generator["fid_ci_low"] <= generator["fid"] <= generator["fid_ci_high"]
+    assert report["warning"] and "small-sample" in report["warning"]
+    assert 0 < generator["ms_ssim"] <= 1 and 0 < floor["ms_ssim"] <= 1
+
+
+def test_medicalnet_weights_load_from_a_local_file(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from foscu_bench.metrics.features import build_medicalnet
+
+    monkeypatch.delenv("FOSCU_BENCH_MEDICALNET_RESNET10", raising=False)
+    torch.manual_seed(0)
+    network = build_medicalnet(10).eval()
+    # MedicalNet ships {"state_dict": {"module.<key>": ...}} with a segmentation head we do not use
+    state = {f"module.{k}": v for k, v in network.state_dict().items()}
+    state["module.conv_seg.0.weight"] = torch.zeros(2)
+    torch.save({"state_dict": state}, tmp_path / "resnet_10_23dataset.pth")
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(tmp_path / "resnet10.safetensors"))
+    volumes = np.random.default_rng(0).uniform(size=(3, 1, 16, 16, 16)).astype(np.float32)
+    for name in ("resnet_10_23dataset.pth", "resnet10.safetensors"):
+        extractor = get_extractor("medicalnet-resnet10", weights=str(tmp_path / name))
+        features = extractor(volumes)["volume"]
+        assert features.shape == (3, 512)
+        assert extractor.provenance["weights_sha256"]
+    from foscu_bench.metrics.features import _zscore_body
+
+    with torch.no_grad():
+        direct = network(torch.from_numpy(_zscore_body(volumes))).numpy()
+    np.testing.assert_allclose(features, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_or_unreachable_weights_say_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("FOSCU_BENCH_MEDICALNET_RESNET10", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FeatureWeightsError, match=r"not found; pass weights=PATH \(or set FOSCU_BENCH_MEDICALNET"):
+        get_extractor("medicalnet-resnet10", weights=str(tmp_path / "absent.pth"))
+    with pytest.raises(FeatureWeightsError, match="cannot fetch hf://TencentMedicalNet/MedicalNet-Resnet10"):
+        get_extractor("medicalnet-resnet10")
+    with pytest.raises(FeatureWeightsError, match="no weights given"):
+        get_extractor("radimagenet-resnet50-2.5d")
+    (tmp_path / "wrong.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(FeatureWeightsError, match="cannot read weights"):
+        get_extractor("medicalnet-resnet10", weights=str(tmp_path / "wrong.safetensors"))
+
+
+def test_the_25d_extractor_embeds_three_planes(tmp_path):
+    import torch
+
+    from foscu_bench.metrics.features import build_resnet50_2d
+
+    torch.manual_seed(0)
+    torch.save(build_resnet50_2d().state_dict(), tmp_path / "resnet50.pt")
+    extractor = get_extractor("radimagenet-resnet50-2.5d", weights=str(tmp_path / "resnet50.pt"))
+    volumes = np.random.default_rng(0).uniform(size=(2, 1, 16, 16, 16)).astype(np.float32)
+    views = extractor(volumes)
+    assert set(views) == {"axial", "coronal", "sagittal"}
+    assert all(v.shape == (2, 2048) for v in views.values())
