@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foscu_bench import __version__
-from foscu_bench.errors import FoscuError
+from foscu_bench.errors import ConfigError, FoscuError
 
 app = typer.Typer(name="foscu-bench", no_args_is_help=True, add_completion=False,
                   help="Does synthetic data from generator X make 3D liver segmentation better, by how much, how surely?")
@@ -260,17 +260,63 @@ def leaderboard(
     runs: Path = typer.Option(Path("runs"), "--runs", help="A run directory or a directory of runs."),
     fmt: str = typer.Option("md", "--format", help="md | csv | latex | json"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+    fid_reference: str = typer.Option("cond-ddpm", "--fid-reference", help="Generator FID reductions are relative to."),
 ) -> None:
     """Rank generators by delta liver Dice (with CI and Holm p), recomputed from the runs' per-case rows."""
     from foscu_bench.leaderboard import leaderboard_rows, render
     from foscu_bench.store import atomic_write_text
 
-    text = render(leaderboard_rows(runs), fmt)
+    text = render(leaderboard_rows(runs, fid_reference), fmt)
     if output is None:
         sys.stdout.write(text)
     else:
         atomic_write_text(output, text)
         err_console.print(f"wrote {output}")
+
+
+@app.command("figures")
+def figures(
+    runs: Path = typer.Option(Path("runs"), "--runs", help="A run directory or a directory of runs."),
+    out: Path = typer.Option(Path("paper_figures"), "--out", help="Directory for the PNG and PDF files."),
+) -> None:
+    """Paper figures (PNG + PDF) from stored runs: samples, label/real/synthetic grid, Dice, fidelity, losses."""
+    from foscu_bench.figures import make_figures
+
+    for path in make_figures(runs, out):
+        console.print(f"wrote {path}")
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (replaced atomically)."),
+    fmt: str = typer.Option("hf", "--format", help="hf (parquet + dataset card) | nifti (nnU-Net raw layout)"),
+    generator: Optional[List[str]] = typer.Option(None, "--generator", help="Only these generators (default: all)."),
+    with_real: bool = typer.Option(True, "--with-real/--synthetic-only",
+                                   help="nifti: add the run's real training cases (never held-out ones)."),
+) -> None:
+    """Export a run's synthetic pairs as a Hugging Face dataset folder or an nnU-Net raw dataset."""
+    from foscu_bench.hub import export_hf, export_nifti
+
+    if fmt == "hf":
+        path = export_hf(run_dir, out, generator)
+    elif fmt == "nifti":
+        path = export_nifti(run_dir, out, generator, with_real=with_real)
+    else:
+        raise ConfigError(f"unknown export format {fmt!r}; choose hf or nifti")
+    console.print(f"wrote {path}")
+
+
+@app.command("publish")
+def publish(
+    folder: Path = typer.Argument(..., help="A folder written by `export --format hf`."),
+    repo_id: str = typer.Option(..., "--repo-id", help="OWNER/NAME of the dataset repository."),
+    public: bool = typer.Option(False, "--public", help="Make the repository public (default: private)."),
+) -> None:
+    """Upload an exported dataset folder to the Hugging Face Hub in one commit (token from HF_TOKEN or login)."""
+    from foscu_bench.hub import publish as publish_folder
+
+    console.print(f"published {publish_folder(folder, repo_id, public=public)}")
 
 
 @app.callback(invoke_without_command=True)

@@ -14,13 +14,16 @@ import json
 from pathlib import Path
 
 from foscu_bench.errors import ConfigError
-from foscu_bench.results import REFERENCE, RunResult, json_safe, compute_stats, find_runs
+from foscu_bench.results import REFERENCE, RunResult, compute_stats, find_runs, json_safe
+from foscu_bench.stats import holm
 
-COLUMNS = ("rank", "generator", "delta_dice_mean", "ci_low", "ci_high", "p_holm", "dice_mean", "real_dice_mean",
+COLUMNS = ("rank", "generator", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm", "dice_mean", "real_dice_mean",
            "mde", "fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
            "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic", "dataset", "profile",
            "run_id")
 FORMATS = ("md", "csv", "latex", "json")
+DEFAULT_FID_REFERENCE = "cond-ddpm"
+"""FID reduction is reported against the image-space diffusion baseline, the closest prior art."""
 
 
 def _fidelity_fields(run: RunResult, generator: str) -> dict:
@@ -31,8 +34,12 @@ def _fidelity_fields(run: RunResult, generator: str) -> dict:
             "ms_ssim": entry.get("ms_ssim")}
 
 
-def run_rows(run: RunResult) -> list[dict]:
-    """Leaderboard rows of one run (generators ranked by delta Dice, then the real-only reference)."""
+def run_rows(run: RunResult, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
+    """Leaderboard rows of one run (generators ranked by delta Dice, then the real-only reference).
+
+    ``fid_reduction_pct`` is the paper's way of reporting fidelity: 100 * (FID_ref - FID) / FID_ref against
+    ``fid_reference`` in the same run (None when that generator is not in the run).
+    """
     stats = compute_stats(run.metrics)
     arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
     reference = arms.get((REFERENCE, "real"))
@@ -47,11 +54,15 @@ def run_rows(run: RunResult) -> list[dict]:
             continue
         meta = run.manifest.get("generators", {}).get(generator, {})
         rows.append({**common, "generator": generator, "delta_dice_mean": entry["delta_dice_mean"],
-                     "ci_low": entry["ci_low"], "ci_high": entry["ci_high"], "p_holm": entry["p_holm"],
+                     "ci_low": entry["ci_low"], "ci_high": entry["ci_high"], "p_value": entry["p_value"],
                      "dice_mean": entry["dice_mean"], "mde": entry["mde"], "n_seeds": entry["n_seeds"],
                      "n_cases": entry["n_cases"], "fit_seconds": meta.get("fit_seconds"),
                      "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
                      **_fidelity_fields(run, generator)})
+    reference_fid = next((r["fid"] for r in rows if r["generator"] == fid_reference), None)
+    for row in rows:
+        if reference_fid and row["fid"] is not None:
+            row["fid_reduction_pct"] = 100.0 * (reference_fid - row["fid"]) / reference_fid
     rows.sort(key=lambda r: -r["delta_dice_mean"])
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
@@ -61,12 +72,26 @@ def run_rows(run: RunResult) -> list[dict]:
     return [{column: row.get(column) for column in COLUMNS} for row in rows]
 
 
-def leaderboard_rows(runs_dir: str | Path) -> list[dict]:
+def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
+    """Rows of every completed run under ``runs_dir``; Holm-corrected and ranked within (dataset, profile)."""
     runs = find_runs(runs_dir)
     if not runs:
         raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
-    rows = [row for run in runs for row in run_rows(run)]
-    rows.sort(key=lambda r: (r["dataset"], r["profile"], r["run_id"], r["rank"] is None, r["rank"] or 0))
+    rows = [row for run in runs for row in run_rows(run, fid_reference)]
+    for family in {(r["dataset"], r["profile"]) for r in rows}:
+        members = [r for r in rows if (r["dataset"], r["profile"]) == family and r["p_value"] is not None]
+        for row, adjusted in zip(members, holm([r["p_value"] for r in members])):
+            row["p_holm"] = float(adjusted)
+        ranked = sorted((r for r in rows if (r["dataset"], r["profile"]) == family and r["rank"] is not None),
+                        key=lambda r: -r["delta_dice_mean"])
+        for rank, row in enumerate(ranked, start=1):
+            row["rank"] = rank
+    references = {}
+    for row in rows:  # one real-only row per (dataset, profile): identical seeds give identical reference arms
+        if row["rank"] is None:
+            references.setdefault((row["dataset"], row["profile"]), row)
+    rows = [r for r in rows if r["rank"] is not None] + list(references.values())
+    rows.sort(key=lambda r: (r["dataset"], r["profile"], r["rank"] is None, r["rank"] or 0))
     return json_safe(rows)
 
 
@@ -104,7 +129,8 @@ def to_markdown(rows: list[dict]) -> str:
         "",
         "Δ Dice: real+synthetic minus real-only liver Dice in Dice points, per test case averaged over seeds; "
         "95% CI: two-level bootstrap (cases x paired seeds); p: Wilcoxon signed-rank over test cases, Holm-corrected "
-        "across the generators of a run. FID in brackets: real-vs-real floor at the same sample size.",
+        "across all generators of the same dataset and profile. FID in brackets: real-vs-real floor at the same "
+        "sample size; FID Δ%: reduction against the reference generator of the run.",
         f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.",
     ]
     return "\n".join(lines + notes) + "\n"

@@ -180,3 +180,16 @@ def compute_stats(frame: pd.DataFrame) -> dict:
     return json_safe({"schema_version": 1, "reference": REFERENCE, "primary_metric": PRIMARY_METRIC,
                    "multiple_comparisons": "holm across generators, per metric and arm",
                    "generators": per_generator, "arms": arm_summary(frame)})
+
+
+def training_pairs(run: RunResult):
+    """The run's real training pairs, re-opened from its dataset (cached by content) and checked unchanged."""
+    from foscu_bench.data.dataset import open_dataset
+    from foscu_bench.errors import ConfigError
+
+    config = run.manifest["config"]
+    dataset = open_dataset(config["dataset"], label_map=config.get("label_map"), profile=config["profile"])
+    if dataset.fingerprint() != run.manifest["dataset"]["fingerprint"]:
+        raise ConfigError(f"run {run.run_id}: dataset {config['dataset']!r} changed since the run "
+                          f"(fingerprint differs); this needs the data the run used")
+    return dataset.pairs(run.manifest["split"]["train"])

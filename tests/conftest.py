@@ -121,3 +121,30 @@ def chaos_dir(tmp_path, tiny_cases):
             grey[case.label[:, :, k] == 2] = 63  # CHAOS has no tumour class
             Image.fromarray(np.ascontiguousarray(grey[::-1, ::-1].T)).save(ground / (path.stem + ".png"))
     return root.parent.parent
+
+
+RUN_ARGS = ["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet"]
+
+
+def _run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One uninterrupted tiny run (classic-aug, 2 seeds), shared by the runner, figure and export tests."""
+    out = tmp_path_factory.mktemp("runs")
+    cache = tmp_path_factory.mktemp("run-cache")
+    old = os.environ.get("FOSCU_BENCH_CACHE")
+    os.environ["FOSCU_BENCH_CACHE"] = str(cache)
+    from foscu_bench.cli import main
+
+    try:
+        main([*RUN_ARGS, "--out", str(out)])
+    finally:
+        if old is None:
+            os.environ.pop("FOSCU_BENCH_CACHE")
+        else:
+            os.environ["FOSCU_BENCH_CACHE"] = old
+    return _run_dir(out), cache

@@ -16,36 +16,15 @@ import pytest
 
 from foscu_bench.cli import main
 
-RUN_ARGS = ["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet"]
+from conftest import RUN_ARGS, _run_dir
+
 RESULT_FILES = ("metrics.csv", "stats.json", "fidelity.json")
 VOLATILE_MANIFEST_KEYS = ("updated", "created", "invocations")
-
-
-def _run_dir(out: Path) -> Path:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
 
 
 def _stable_manifest(run_dir: Path) -> dict:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {k: v for k, v in manifest.items() if k not in VOLATILE_MANIFEST_KEYS}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One uninterrupted tiny run, shared by the tests of this module."""
-    out = tmp_path_factory.mktemp("runs")
-    cache = tmp_path_factory.mktemp("run-cache")
-    old = os.environ.get("FOSCU_BENCH_CACHE")
-    os.environ["FOSCU_BENCH_CACHE"] = str(cache)
-    try:
-        main([*RUN_ARGS, "--out", str(out)])
-    finally:
-        if old is None:
-            os.environ.pop("FOSCU_BENCH_CACHE")
-        else:
-            os.environ["FOSCU_BENCH_CACHE"] = old
-    return _run_dir(out), cache
 
 
 def test_tiny_run_writes_the_result_schema(finished_run):
@@ -185,3 +164,25 @@ def test_leaderboard_without_runs_is_a_clear_error(tmp_path, capsys):
         main(["leaderboard", "--runs", str(tmp_path)])
     assert exc.value.code == 2
     assert "no completed runs" in capsys.readouterr().err
+
+
+def test_fidelity_json_carries_the_floor_beside_each_generator(finished_run):
+    run_dir, _ = finished_run
+    fidelity = json.loads((run_dir / "fidelity.json").read_text())
+    entry, floor = fidelity["generators"]["classic-aug"], fidelity["real_vs_real"]
+    for key in ("fid", "kid_mean", "kid_std", "mmd", "ms_ssim", "n_real", "n_synthetic", "extractor"):
+        assert entry[key] is not None, key
+    assert floor["fid"] is not None and floor["kid_mean"] is not None
+    assert entry["n_real"] == entry["n_synthetic"] == floor["n_real"] == fidelity["n_per_set"]
+    assert fidelity["extractor"]["name"] == "foscu-ae3d" and fidelity["extractor"]["trained_on"]
+
+
+def test_figures_are_written_as_png_and_pdf(finished_run, tmp_path, monkeypatch):
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    main(["figures", "--runs", str(run_dir.parent), "--out", str(tmp_path)])
+    stems = {p.stem.split("_phantom")[0] for p in tmp_path.glob("*.png")}
+    assert stems == {"fig1_generated", "fig4_label_real_synthetic", "dice_distributions", "fidelity",
+                     "loss_curves", "dice_vs_n_synthetic"}
+    for png in tmp_path.glob("*.png"):
+        assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 2000

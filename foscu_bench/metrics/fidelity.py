@@ -53,10 +53,15 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = 1000,
                               seed: int = 0) -> tuple[float, float]:
-    """KID mean and std over ``subsets`` random subsets of size min(subset_size, n_a, n_b), drawn without
-    replacement within a subset."""
+    """KID mean and std over ``subsets`` random subsets drawn without replacement within a subset.
+
+    The subset size is ``subset_size`` (1000, as in Binkowski et al.) when both sets are larger; otherwise
+    half the smaller set, so that subsets differ and the std measures something (at m = n every subset would
+    be the whole set and the std would be zero). The estimate stays unbiased at any m >= 2.
+    """
     rng = np.random.default_rng(seed)
-    m = min(subset_size, len(a), len(b))
+    smallest = min(len(a), len(b))
+    m = subset_size if smallest > subset_size else max(2, smallest // 2)
     if m < 2:
         raise ValueError("KID needs at least 2 samples per set")
     values = [mmd2_unbiased(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)])

@@ -1,0 +1,232 @@
+"""Paper figures from stored runs (PNG and PDF), recomputed from per-case rows, step records and synthetic sets.
+
+- ``fig1_generated_<run>``: tri-planar views of generated volumes with label contours, one row per generator.
+- ``fig4_label_real_synthetic_<run>``: label / synthetic image / nearest real training case, for a tumour-free
+  and a tumour case per generator (the nearest real case is the training label with the highest Dice).
+- ``dice_distributions_<run>``: per-case seed-averaged liver Dice per arm (box + strip), a line per test case.
+- ``fidelity_<run>``: FID (bias-corrected bootstrap CI) and KID per generator beside the real-vs-real floor.
+- ``dice_vs_n_synthetic``: delta Dice (95% CI) against the number of synthetic cases, from runs that differ
+  only in ``--synthetic``.
+- ``loss_curves_<run>``: U-Net training losses per arm (seed 0) and each generator's fitting losses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from foscu_bench.errors import ConfigError
+from foscu_bench.preview import LIVER_COLOUR, TUMOUR_COLOUR, draw_triplanar
+from foscu_bench.results import REFERENCE, RunResult, compute_stats, find_runs, training_pairs
+from foscu_bench.store import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically."""
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = out_dir / f"{stem}.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    _plt().close(fig)
+    return paths
+
+
+def _synthetic(run: RunResult, generator: str, seed: int = 0):
+    from foscu_bench.runner import load_synthetic
+
+    path = run.directory / "synthetic" / generator / f"seed-{seed}.npz"
+    return load_synthetic(path) if path.is_file() else []
+
+
+def _generators(run: RunResult) -> list[str]:
+    return list(run.manifest["config"]["generators"])
+
+
+def fig_generated(run: RunResult, out_dir: Path) -> list[Path]:
+    plt = _plt()
+    rows = [(g, pair) for g in _generators(run) for pair in _synthetic(run, g)[:1]]
+    if not rows:
+        return []
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for row_axes, (generator, pair) in zip(axes, rows):
+        draw_triplanar(row_axes, pair.image[0], pair.label, pair.spacing,
+                       f"{generator}\n{pair.liver_volume_ml:.0f} ml{' · tumour' if pair.has_tumour else ''}")
+    fig.suptitle(f"Generated volumes (liver yellow, tumour red) · {run.manifest['profile']['name']} profile", fontsize=9)
+    return save_figure(fig, out_dir, f"fig1_generated_{run.run_id}")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def _axial(volume: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = int(np.argwhere(label > 0)[:, 2].mean()) if label.any() else label.shape[2] // 2
+    return volume[::-1, :, z].T, label[::-1, :, z].T
+
+
+def fig_label_real_synthetic(run: RunResult, out_dir: Path, train_pairs) -> list[Path]:
+    plt = _plt()
+    panels = []
+    for generator in _generators(run):
+        pairs = _synthetic(run, generator)
+        for want_tumour in (False, True):
+            pair = next((p for p in pairs if p.has_tumour == want_tumour), None)
+            if pair is not None:
+                nearest = max(train_pairs, key=lambda t: _dice(t.label, pair.label))
+                panels.append((generator, pair, nearest))
+    if not panels:
+        return []
+    fig, axes = plt.subplots(len(panels), 3, figsize=(6.6, 2.3 * len(panels)), squeeze=False)
+    for row, (generator, pair, nearest) in zip(axes, panels):
+        aspect = pair.spacing[1] / pair.spacing[0]
+        synthetic_image, synthetic_label = _axial(pair.image[0], pair.label)
+        real_image, real_label = _axial(nearest.image[0], nearest.label)
+        row[0].imshow(synthetic_label, cmap="magma", vmin=0, vmax=2, origin="lower", aspect=aspect)
+        row[1].imshow(synthetic_image, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect)
+        row[2].imshow(real_image, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect)
+        for ax, lab in ((row[1], synthetic_label), (row[2], real_label)):
+            if (lab > 0).any():
+                ax.contour(lab > 0, levels=[0.5], colors=[LIVER_COLOUR], linewidths=0.6)
+            if (lab == 2).any():
+                ax.contour(lab == 2, levels=[0.5], colors=[TUMOUR_COLOUR], linewidths=0.6)
+        row[0].set_ylabel(f"{generator}\n{'tumour' if pair.has_tumour else 'no tumour'}", fontsize=7)
+        row[2].set_xlabel(f"nearest real: {nearest.case_id} (Dice {_dice(nearest.label, pair.label):.2f})",
+                          fontsize=6)
+        for ax in row:
+            ax.set_xticks([]), ax.set_yticks([])
+    for ax, title in zip(axes[0], ("synthetic label", "synthetic image", "nearest real training case")):
+        ax.set_title(title, fontsize=8)
+    return save_figure(fig, out_dir, f"fig4_label_real_synthetic_{run.run_id}")
+
+
+def fig_dice_distributions(run: RunResult, out_dir: Path) -> list[Path]:
+    import seaborn as sns
+
+    plt = _plt()
+    frame = run.metrics[run.metrics["arm"] != "synthetic"]
+    per_case = frame.groupby(["generator", "case_id"], as_index=False)["dice_liver"].mean()
+    stats = compute_stats(run.metrics)["generators"]
+    order = [REFERENCE] + sorted(stats, key=lambda g: -stats[g].get("delta_dice_mean", 0))
+    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(order), 3.6))
+    wide = per_case.pivot(index="case_id", columns="generator", values="dice_liver")[order]
+    for _, values in wide.iterrows():
+        ax.plot(range(len(order)), values.to_numpy(), color="0.75", linewidth=0.6, zorder=1)
+    sns.boxplot(data=per_case, x="generator", y="dice_liver", order=order, ax=ax, width=0.5, fliersize=0,
+                boxprops={"alpha": 0.5}, zorder=2)
+    sns.stripplot(data=per_case, x="generator", y="dice_liver", order=order, ax=ax, size=3, color="black", zorder=3,
+                  jitter=False)
+    labels = [REFERENCE] + [f"{g}\nΔ {100 * stats[g]['delta_dice_mean']:+.2f} pts\np={stats[g]['p_holm']:.2g}"
+                            for g in order[1:]]
+    ax.set_xticks(range(len(order)), labels, fontsize=7)
+    ax.set_xlabel("")
+    ax.set_ylabel("liver Dice (test case, mean over seeds)")
+    ax.set_title(f"{run.manifest['dataset']['name']} · {run.manifest['profile']['name']} · "
+                 f"{run.manifest['config']['seeds']} seeds · lines join a test case", fontsize=8)
+    return save_figure(fig, out_dir, f"dice_distributions_{run.run_id}")
+
+
+def fig_fidelity(run: RunResult, out_dir: Path) -> list[Path]:
+    plt = _plt()
+    generators = run.fidelity.get("generators", {})
+    generators = {g: v for g, v in generators.items() if v.get("fid") is not None}
+    if not generators:
+        return []
+    floor = run.fidelity.get("real_vs_real", {})
+    names = sorted(generators, key=lambda g: generators[g]["fid"])
+    fig, (ax_fid, ax_kid) = plt.subplots(1, 2, figsize=(3 + 1.4 * len(names), 3.4))
+    fid = np.array([generators[g]["fid"] for g in names])
+    err = np.array([[generators[g]["fid"] - generators[g]["fid_ci_low"] for g in names],
+                    [generators[g]["fid_ci_high"] - generators[g]["fid"] for g in names]]).clip(min=0)
+    ax_fid.bar(names, fid, yerr=err, color="#4c72b0", capsize=3)
+    ax_kid.bar(names, [generators[g]["kid_mean"] for g in names], yerr=[generators[g]["kid_std"] for g in names],
+               color="#dd8452", capsize=3)
+    for ax, key in ((ax_fid, "fid"), (ax_kid, "kid_mean")):
+        if floor.get(key) is not None:
+            ax.axhline(floor[key], color="black", linestyle="--", linewidth=1, label="real vs real floor")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.legend(fontsize=7)
+    n = run.fidelity.get("n_per_set")
+    extractor = run.fidelity.get("extractor", {}).get("name")
+    ax_fid.set_title(f"FID ({extractor}, n={n} per set)", fontsize=8)
+    ax_kid.set_title("KID (mean ± sd over subsets)", fontsize=8)
+    return save_figure(fig, out_dir, f"fidelity_{run.run_id}")
+
+
+def fig_dice_vs_n_synthetic(runs: list[RunResult], out_dir: Path) -> list[Path]:
+    plt = _plt()
+    points: dict[str, list[tuple[int, float, float, float]]] = {}
+    for run in runs:
+        n = run.manifest["config"].get("n_synthetic")
+        for generator, entry in compute_stats(run.metrics)["generators"].items():
+            if "delta_dice_mean" in entry:
+                points.setdefault(generator, []).append((n, entry["delta_dice_mean"], entry["ci_low"], entry["ci_high"]))
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for generator, values in sorted(points.items()):
+        values.sort()
+        n, delta, low, high = (np.array(v, dtype=float) for v in zip(*values))
+        ax.errorbar(n, 100 * delta, yerr=[100 * (delta - low), 100 * (high - delta)], marker="o", capsize=3,
+                    label=generator)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("synthetic cases per seed")
+    ax.set_ylabel("Δ liver Dice vs real-only (pts, 95% CI)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_dir, "dice_vs_n_synthetic")
+
+
+def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
+    plt = _plt()
+    steps = run.directory / "steps"
+    unet = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("unet--*--seed-0.json"))}
+    fits = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("fit--*.json"))}
+    curves = {f"{name.split('--')[1]}: {stage}": values for name, record in fits.items()
+              for stage, values in record["fit"].get("loss_curves", {}).items() if values}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, record in unet.items():
+        losses = np.asarray(record["losses"])
+        axes[0].plot(losses, linewidth=0.8, label=name.split("--")[1])
+    axes[0].set_title("U-Net training loss (Dice + CE), seed 0", fontsize=8)
+    axes[0].set_xlabel("iteration")
+    axes[0].legend(fontsize=6)
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=float)
+        axes[1].plot(values / max(np.median(values[: max(1, len(values) // 20)]), 1e-12), linewidth=0.7, label=label)
+    axes[1].set_yscale("log")
+    axes[1].set_title("generator fitting losses (relative to start; log)", fontsize=8)
+    axes[1].set_xlabel("logged step (≤ 1000 points per stage)")
+    if curves:
+        axes[1].legend(fontsize=5, ncol=2)
+    return save_figure(fig, out_dir, f"loss_curves_{run.run_id}")
+
+
+def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every figure for every completed run under ``runs_dir``; returns the files written."""
+    runs = find_runs(runs_dir)
+    if not runs:
+        raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for run in runs:
+        written += fig_generated(run, out_dir)
+        written += fig_label_real_synthetic(run, out_dir, training_pairs(run))
+        written += fig_dice_distributions(run, out_dir)
+        written += fig_fidelity(run, out_dir)
+        written += fig_loss_curves(run, out_dir)
+    written += fig_dice_vs_n_synthetic(runs, out_dir)
+    return written
