@@ -154,7 +154,20 @@ class Run:
             return None
         if step.kind == "fidelity" and record.get("extractor", {}).get("name") != self.config.extractor:
             return None
+        if step.kind == "sample" and not self._synthetic_intact(step, record):
+            return None  # the synthetic set was deleted or changed: sample again
+        if step.kind == "unet" and step.generator and "synthetic_sha256" in record:
+            sample = self.step_record(Step("sample", step.generator, step.seed))
+            if sample is None or sample["sha256"] != record["synthetic_sha256"]:
+                return None  # trained on a synthetic set that no longer exists
         return record
+
+    def _synthetic_intact(self, step: Step, record: dict) -> bool:
+        path = self.path("synthetic", step.generator, f"seed-{step.seed}.npz")
+        key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
+        if key not in self._cache:
+            self._cache[key] = path.is_file() and file_sha256(path) == record.get("sha256")
+        return bool(self._cache[key])
 
     def plan(self) -> list[PlannedStep]:
         return [PlannedStep(s, self.step_record(s) is not None, self._estimate(s)) for s in self.steps()]
@@ -307,7 +320,8 @@ class Run:
             eval_seconds = time.perf_counter() - started
         generator = step.generator or "real-only"
         rows = [{"generator": generator, "arm": step.arm, "seed": step.seed, **row} for row in rows]
-        return {"rows": rows, "losses": _downsample(result.losses), "train_seconds": result.seconds,
+        sample = self.step_record(Step("sample", step.generator, step.seed)) if step.generator else None
+        return {"rows": rows, "synthetic_sha256": sample["sha256"] if sample else None, "losses": _downsample(result.losses), "train_seconds": result.seconds,
                 "eval_seconds": eval_seconds, "seconds": result.seconds + eval_seconds,
                 "iterations": result.iterations, "n_real": result.n_real, "n_synthetic": result.n_synthetic,
                 "device": result.device}

@@ -186,3 +186,18 @@ def test_figures_are_written_as_png_and_pdf(finished_run, tmp_path, monkeypatch)
                      "loss_curves", "dice_vs_n_synthetic"}
     for png in tmp_path.glob("*.png"):
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 2000
+
+
+def test_a_lost_synthetic_set_is_resampled_with_the_unets_trained_on_it(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    from foscu_bench.runner import RunConfig, prepare
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    (copy / "synthetic" / "classic-aug" / "seed-1.npz").unlink()
+    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny"), copy.parent)
+    pending = {p.step.name for p in run.plan() if not p.done}
+    assert pending == {"sample/classic-aug/seed-1", "unet/classic-aug/seed-1"}
