@@ -18,6 +18,8 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "re
 def isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    # datasets' own cache (load_dataset of exported folders) stays inside the test session too
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))
     return cache
 
 

@@ -27,7 +27,8 @@ def test_hf_export_round_trips_every_volume_through_load_dataset(exported):
     from foscu_bench.runner import load_synthetic
 
     run_dir, folder = exported
-    loaded = datasets.load_dataset(str(folder), "classic-aug", split="train")
+    loaded = datasets.load_dataset(str(folder), "classic-aug", split="train",
+                                   cache_dir=str(folder.parent / "load-cache"))
     expected = [(seed, pair) for seed in (0, 1)
                 for pair in load_synthetic(run_dir / "synthetic" / "classic-aug" / f"seed-{seed}.npz")]
     assert len(loaded) == len(expected)
