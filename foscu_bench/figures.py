@@ -195,7 +195,7 @@ def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     steps = run.directory / "steps"
     unet = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("unet--*--seed-0.json"))}
     fits = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("fit--*.json"))}
-    curves = {f"{name.split('--')[1]}: {stage}": values for name, record in fits.items()
+    curves = {f"{name.split('--')[1].removesuffix('.json')}: {stage}": values for name, record in fits.items()
               for stage, values in record["fit"].get("loss_curves", {}).items() if values}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, record in unet.items():
@@ -205,13 +205,15 @@ def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     axes[0].set_xlabel("iteration")
     axes[0].legend(fontsize=6)
     for label, values in curves.items():
-        values = np.asarray(values, dtype=float)
-        axes[1].plot(values / max(np.median(values[: max(1, len(values) // 20)]), 1e-12), linewidth=0.7, label=label)
+        values = np.abs(np.asarray(values, dtype=float))
+        window = max(1, len(values) // 50)  # moving average: the trend, not the per-batch noise
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axes[1].plot(smooth / max(smooth[0], 1e-12), linewidth=0.8, label=label)
     axes[1].set_yscale("log")
-    axes[1].set_title("generator fitting losses (relative to start; log)", fontsize=8)
+    axes[1].set_title("generator fitting losses (moving average, relative to start; log)", fontsize=8)
     axes[1].set_xlabel("logged step (≤ 1000 points per stage)")
     if curves:
-        axes[1].legend(fontsize=5, ncol=2)
+        axes[1].legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     return save_figure(fig, out_dir, f"loss_curves_{run.run_id}")
 
 

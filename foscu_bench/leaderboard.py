@@ -20,26 +20,30 @@ from foscu_bench.stats import holm
 COLUMNS = ("rank", "generator", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm", "dice_mean", "real_dice_mean",
            "mde", "fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
            "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic", "dataset", "profile",
-           "run_id")
+           "extractor", "run_id")
 FORMATS = ("md", "csv", "latex", "json")
 DEFAULT_FID_REFERENCE = "cond-ddpm"
 """FID reduction is reported against the image-space diffusion baseline, the closest prior art."""
 
 
+def _extractor_id(run: RunResult) -> str | None:
+    """Extractor name + checkpoint: FIDs are comparable only between runs with the same one."""
+    extractor = run.fidelity.get("extractor", {})
+    if not extractor:
+        return None
+    return f"{extractor['name']}@{extractor.get('checkpoint') or extractor.get('weights_sha256', '')[:16]}"
+
+
 def _fidelity_fields(run: RunResult, generator: str) -> dict:
     entry = run.fidelity.get("generators", {}).get(generator, {})
     floor = run.fidelity.get("real_vs_real", {})
-    return {"fid": entry.get("fid"), "fid_floor": floor.get("fid"), "fid_reduction_pct": entry.get("fid_reduction_pct"),
+    return {"extractor": _extractor_id(run),"fid": entry.get("fid"), "fid_floor": floor.get("fid"), "fid_reduction_pct": entry.get("fid_reduction_pct"),
             "kid_mean": entry.get("kid_mean"), "kid_std": entry.get("kid_std"), "kid_floor": floor.get("kid_mean"),
             "ms_ssim": entry.get("ms_ssim")}
 
 
-def run_rows(run: RunResult, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
-    """Leaderboard rows of one run (generators ranked by delta Dice, then the real-only reference).
-
-    ``fid_reduction_pct`` is the paper's way of reporting fidelity: 100 * (FID_ref - FID) / FID_ref against
-    ``fid_reference`` in the same run (None when that generator is not in the run).
-    """
+def run_rows(run: RunResult) -> list[dict]:
+    """Leaderboard rows of one run (generators, then the real-only reference)."""
     stats = compute_stats(run.metrics)
     arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
     reference = arms.get((REFERENCE, "real"))
@@ -59,25 +63,32 @@ def run_rows(run: RunResult, fid_reference: str = DEFAULT_FID_REFERENCE) -> list
                      "n_cases": entry["n_cases"], "fit_seconds": meta.get("fit_seconds"),
                      "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
                      **_fidelity_fields(run, generator)})
-    reference_fid = next((r["fid"] for r in rows if r["generator"] == fid_reference), None)
-    for row in rows:
-        if reference_fid and row["fid"] is not None:
-            row["fid_reduction_pct"] = 100.0 * (reference_fid - row["fid"]) / reference_fid
-    rows.sort(key=lambda r: -r["delta_dice_mean"])
-    for rank, row in enumerate(rows, start=1):
+    for rank, row in enumerate(sorted(rows, key=lambda r: -r["delta_dice_mean"]), start=1):
         row["rank"] = rank
+    floor = run.fidelity.get("real_vs_real", {})
     rows.append({**common, "generator": REFERENCE, "dice_mean": reference["dice_liver"],
                  "n_seeds": reference["n_seeds"], "n_cases": reference["n_cases"], "n_synthetic": 0,
-                 "fid": run.fidelity.get("real_vs_real", {}).get("fid")})
+                 "fid": floor.get("fid"), "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"),
+                 "extractor": _extractor_id(run)})
     return [{column: row.get(column) for column in COLUMNS} for row in rows]
 
 
 def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
-    """Rows of every completed run under ``runs_dir``; Holm-corrected and ranked within (dataset, profile)."""
+    """Rows of every completed run under ``runs_dir``; Holm-corrected and ranked within (dataset, profile).
+
+    ``fid_reduction_pct`` is the paper's way of reporting fidelity: 100 * (FID_ref - FID) / FID_ref against
+    ``fid_reference`` measured on the same dataset, profile and extractor (None where there is none).
+    """
     runs = find_runs(runs_dir)
     if not runs:
         raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
-    rows = [row for run in runs for row in run_rows(run, fid_reference)]
+    rows = [row for run in runs for row in run_rows(run)]
+    reference_fids = {(r["dataset"], r["profile"], r["extractor"]): r["fid"] for r in rows
+                      if r["generator"] == fid_reference and r["fid"]}
+    for row in rows:
+        reference_fid = reference_fids.get((row["dataset"], row["profile"], row["extractor"]))
+        if reference_fid and row["fid"] is not None and row["rank"] is not None:
+            row["fid_reduction_pct"] = 100.0 * (reference_fid - row["fid"]) / reference_fid
     for family in {(r["dataset"], r["profile"]) for r in rows}:
         members = [r for r in rows if (r["dataset"], r["profile"]) == family and r["p_value"] is not None]
         for row, adjusted in zip(members, holm([r["p_value"] for r in members])):
