@@ -64,11 +64,15 @@ def test_datasets_preview_writes_png(tmp_path, capsys):
         assert img.width > 500 and img.height > 300
 
 
-def test_run_reports_missing_generator_clearly(capsys):
-    code, _, err = run_cli(["run", "--generator", "duo-diffusion", "--seeds", "5"], capsys)
-    assert code == 2 and "runner is not available yet" in err and "Traceback" not in err
+def test_run_reports_bad_options_clearly(capsys):
     code, _, err = run_cli(["run", "--generator", "duo-difusion", "--seeds", "5"], capsys)
-    assert code == 2 and "did you mean 'duo-diffusion'" in err
+    assert code == 2 and "did you mean 'duo-diffusion'" in err and "Traceback" not in err
+    code, _, err = run_cli(["run", "--generator", "classic-aug", "--profile", "huge"], capsys)
+    assert code == 2 and "unknown profile 'huge'" in err
+    code, _, err = run_cli(["run", "--generator", "classic-aug", "--generator", "classic-aug"], capsys)
+    assert code == 2 and "named twice" in err
+    code, _, err = run_cli(["run", "--generator", "classic-aug", "--synthetic", "0"], capsys)
+    assert code == 2 and "--synthetic must be >= 1" in err
 
 
 def test_console_script_and_light_import():
