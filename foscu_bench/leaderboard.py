@@ -141,7 +141,7 @@ def to_markdown(rows: list[dict]) -> str:
         "Δ Dice: real+synthetic minus real-only liver Dice in Dice points, per test case averaged over seeds; "
         "95% CI: two-level bootstrap (cases x paired seeds); p: Wilcoxon signed-rank over test cases, Holm-corrected "
         "across all generators of the same dataset and profile. FID in brackets: real-vs-real floor at the same "
-        "sample size; FID Δ%: reduction against the reference generator of the run.",
+        "sample size; FID Δ%: reduction against the reference generator (same dataset, profile and extractor).",
         f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.",
     ]
     return "\n".join(lines + notes) + "\n"
