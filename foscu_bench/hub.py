@@ -17,15 +17,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from foscu_bench.errors import ConfigError, DataError, FoscuError
 from foscu_bench.results import load_run, training_pairs
+from foscu_bench.store import staged_directory
 
 HUB_HOST = ("huggingface.co", 443)
 SHARD_BYTES = 256 * 1024 * 1024
@@ -101,9 +100,7 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
     chosen = _generators(run, generators)
     shape = tuple(run.manifest["profile"]["shape"])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # same filesystem: atomic rename
-    try:
+    with staged_directory(out) as staging:
         sizes = {}
         for generator in chosen:
             rows = list(_examples(run, generator))
@@ -118,12 +115,6 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
                                 "n_with_tumour": sum(r["has_tumour"] for r in rows),
                                 "liver_ml": [r["liver_volume_ml"] for r in rows]}
         (staging / "README.md").write_text(dataset_card(run, chosen, sizes, features_for(shape)))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -279,11 +270,8 @@ def export_nifti(run_dir: str | Path, out: str | Path, generators: list[str] | N
 
     run = load_run(run_dir)
     chosen = _generators(run, generators)
-    out = Path(out)
-    root = out / dataset_name
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dataset_name}-", dir=out))
-    try:
+    root = Path(out) / dataset_name
+    with staged_directory(root) as staging:
         cases = []
         if with_real:
             cases += [("real", p) for p in training_pairs(run)]
@@ -304,10 +292,4 @@ def export_nifti(run_dir: str | Path, out: str | Path, generators: list[str] | N
                            f"synthetic cases of {', '.join(chosen)}",
             "foscu_bench": {"run_id": run.run_id, "cases": {f"foscu_{i:05d}": origin for i, (origin, _) in
                                                             enumerate(cases)}}}, indent=2) + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return root

@@ -36,6 +36,25 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``target``; on success it replaces ``target``, on error it is
+    deleted. Readers never see a half-written folder (an existing ``target`` is removed just before the rename)."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically (fsync before rename, so a crash cannot leave zeros)."""
     target = Path(target)
