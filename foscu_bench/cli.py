@@ -139,14 +139,13 @@ def generators_list(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Name, kind, parameter count (at --profile), conditioning and citation of every generator."""
-    from foscu_bench.generator import registry
+    from foscu_bench.generator import parameter_count, registry
     from foscu_bench.profiles import get_profile
 
     prof = get_profile(profile)
     rows = []
     for name, meta in sorted(registry().items()):
-        counter = getattr(meta.load_class(), "count_parameters", None)
-        n_params = counter(prof) if counter is not None else None
+        n_params = parameter_count(name, prof)
         rows.append({"name": name, "kind": meta.kind, "parameters": n_params, "conditioning": meta.conditioning,
                      "citation": meta.citation, "reference": meta.reference})
     if as_json:

@@ -125,6 +125,12 @@ def get_meta(name: str) -> GeneratorMeta:
     return metas[name]
 
 
+def parameter_count(name: str, profile: "Profile") -> int | None:
+    """Parameters of the generator's sampling-time networks at ``profile`` (None if it does not say)."""
+    counter = getattr(get_meta(name).load_class(), "count_parameters", None)
+    return int(counter(profile)) if counter is not None else None
+
+
 def create(name: str, **config) -> Generator:
     """A fresh, unfitted generator instance."""
     cls = get_meta(name).load_class()

@@ -31,7 +31,7 @@ import numpy as np
 
 from foscu_bench import __version__
 from foscu_bench.errors import ConfigError
-from foscu_bench.generator import GeneratorMeta, create, get_meta, load, sample_validated
+from foscu_bench.generator import GeneratorMeta, create, get_meta, load, parameter_count, sample_validated
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile, get_profile
 from foscu_bench.reporting import NullReporter, Reporter
@@ -244,10 +244,10 @@ class Run:
         shutil.rmtree(entry / "checkpoint", ignore_errors=True)
         generator.save(entry / "checkpoint")
         curves = getattr(generator, "loss_curves", lambda: {})()
-        n_parameters = sum(p.numel() for m in _modules(generator) for p in m.parameters())
+        n_parameters = parameter_count(name, self.profile)
         atomic_write_json(entry / "fit.json", {
             "generator": name, "fit_seconds": seconds, "fit_seed": self.config.fit_seed, "device": str(self.device),
-            "n_parameters": int(n_parameters), "config": self._generator_config(name),
+            "n_parameters": n_parameters, "config": self._generator_config(name),
             "train_case_ids": list(self.split.train), "loss_curves": {k: _downsample(v) for k, v in curves.items()}})
         shutil.rmtree(entry / "work", ignore_errors=True)
 
@@ -508,15 +508,3 @@ def _downsample(values: list[float], points: int = 1000) -> list[float]:
     if len(values) <= points:
         return values
     return [float(chunk.mean()) for chunk in np.array_split(np.asarray(values), points)]
-
-
-def _modules(generator) -> list:
-    """torch modules a generator holds (for parameter counts), whatever its attribute names."""
-    import torch
-
-    found = [v for v in vars(generator).values() if isinstance(v, torch.nn.Module)]
-    for value in vars(generator).values():
-        if isinstance(value, dict):
-            found += [v for v in value.values() if isinstance(v, torch.nn.Module)]
-    return found
-
