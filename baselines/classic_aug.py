@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from foscu_bench.baselines.common import BaseGenerator, deformation_transform, make_pair, synthetic_case_id, training_arrays
+from foscu_bench.conditioning import deformation_transform
+from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays
 from foscu_bench.data.splits import require_training_set
 from foscu_bench.pair import Pair
 
@@ -33,7 +34,7 @@ def intensity_transform(seed: int):
     return chain
 
 
-class ClassicAugmentation(BaseGenerator):
+class ClassicAugmentation(GeneratorBase):
     name = "classic-aug"
 
     def __init__(self, strength: float = 1.0) -> None:
@@ -42,7 +43,7 @@ class ClassicAugmentation(BaseGenerator):
         self.images: np.ndarray | None = None
         self.labels: np.ndarray | None = None
 
-    def fit(self, train, profile, seed: int, device="cpu") -> None:
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
         train = require_training_set(train)
         self.images, self.labels = training_arrays(train)
         self._remember_fit(train, profile, seed)
@@ -63,7 +64,7 @@ class ClassicAugmentation(BaseGenerator):
             yield make_pair(np.asarray(data["image"]), np.rint(np.asarray(data["label"])[0]), profile,
                             synthetic_case_id(self.name, seed, i), source_case=self.train_case_ids[index])
 
-    def _config(self) -> dict:
+    def settings(self) -> dict:
         return {"strength": self.strength}
 
     def _tensors(self) -> dict:

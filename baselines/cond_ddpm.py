@@ -2,7 +2,7 @@
 
 Dorjsembe et al. (IEEE JBHI 2024) condition a 3D DDPM on a semantic label map by concatenating it to the noisy
 image at every denoising step. Here: MONAI ``DiffusionModelUNet`` on [x_t, liver mask, tumour mask] predicts
-the noise (epsilon), trained with the linear-beta ``DDPMScheduler`` over 1000 steps on images scaled to [-1, 1];
+the velocity (v-prediction; epsilon-prediction sampled pure noise within the CPU budget), trained with the linear-beta ``DDPMScheduler`` over 1000 steps on images scaled to [-1, 1];
 sampling uses ``DDIMScheduler`` (deterministic, eta = 0) with ``sampling_steps`` steps (50 by default) on the
 same noise schedule. Conditioning at sampling time: deformed real training labels.
 Working in image space (no autoencoder) is what separates it from Duo-Diffusion's latent models.
@@ -10,10 +10,10 @@ Working in image space (no autoencoder) is what separates it from Duo-Diffusion'
 
 from __future__ import annotations
 
-import time
 import numpy as np
 
-from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels
+from foscu_bench.baselines.common import LabelConditionedNetwork
+from foscu_bench.conditioning import label_channels
 
 SIZES = {
     "tiny": {"channels": (16, 32, 32), "num_res_blocks": 1, "norm_num_groups": 8, "iterations": 600, "batch_size": 4},
@@ -28,6 +28,7 @@ SCHEDULE = {"schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 2e-2}
 
 class ConditionalDDPM(LabelConditionedNetwork):
     name = "cond-ddpm"
+    SIZES = SIZES
 
     def __init__(self, sampling_steps: int = 50, learning_rate: float = 1e-3, iterations: int | None = None,
                  prediction_type: str = "v_prediction") -> None:
@@ -39,24 +40,23 @@ class ConditionalDDPM(LabelConditionedNetwork):
     def _build(self, profile):
         from monai.networks.nets import DiffusionModelUNet
 
-        size = SIZES[profile.name]
+        size = self.SIZES[profile.name]
         n_levels = len(size["channels"])
         return DiffusionModelUNet(spatial_dims=3, in_channels=3, out_channels=1, channels=size["channels"],
                                   num_res_blocks=size["num_res_blocks"], attention_levels=(False,) * n_levels,
                                   norm_num_groups=size["norm_num_groups"])
 
-    def fit(self, train, profile, seed: int, device="cpu", progress=None) -> None:
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
         import torch
         from monai.networks.schedulers import DDPMScheduler
 
-        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device, SIZES)
+        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device)
         generator = torch.Generator().manual_seed(seed)
         net = self._build(profile).to(dev)
         scheduler = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, prediction_type=self.prediction_type, **SCHEDULE)
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.learning_rate)
         x0_all = torch.from_numpy(images[:, None] * 2 - 1)
         cond_all = torch.from_numpy(np.stack([label_channels(l) for l in labels]))
-        start = time.perf_counter()
         net.train()
         for _ in range(iterations):
             idx = torch.from_numpy(rng.integers(len(images), size=size["batch_size"]))
@@ -72,7 +72,6 @@ class ConditionalDDPM(LabelConditionedNetwork):
             self.losses.append(loss.item())
             if progress is not None:
                 progress("diffusion", len(self.losses), iterations, self.losses[-1])
-        self.fit_seconds = time.perf_counter() - start
         self._finish_fit(net, labels, train, profile, seed, dev)
 
     def generate(self, label: np.ndarray, seed: int, steps: int | None = None) -> np.ndarray:
@@ -97,6 +96,6 @@ class ConditionalDDPM(LabelConditionedNetwork):
     def loss_curves(self) -> dict[str, list[float]]:
         return {"diffusion": list(self.losses)}
 
-    def _config(self) -> dict:
+    def settings(self) -> dict:
         return {"sampling_steps": self.sampling_steps, "learning_rate": self.learning_rate,
                 "iterations": self.iterations, "prediction_type": self.prediction_type}

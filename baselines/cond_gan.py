@@ -11,12 +11,12 @@ Conditioning at sampling time: deformed real training labels (this baseline cann
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import numpy as np
 
-from foscu_bench.baselines.common import LabelConditionedNetwork, label_channels
+from foscu_bench.baselines.common import LabelConditionedNetwork
+from foscu_bench.conditioning import label_channels
 
 SIZES = {
     "tiny": {"g_channels": (8, 16, 32), "g_strides": (2, 2), "d_channels": 8, "d_layers": 2, "iterations": 150,
@@ -39,6 +39,7 @@ def smooth_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
 
 class ConditionalGAN(LabelConditionedNetwork):
     name = "cond-gan"
+    SIZES = SIZES
 
     def __init__(self, l1_weight: float = 100.0, learning_rate: float = 2e-4, iterations: int | None = None) -> None:
         super().__init__()
@@ -48,15 +49,15 @@ class ConditionalGAN(LabelConditionedNetwork):
     def _build(self, profile):
         from monai.networks.nets import UNet
 
-        size = SIZES[profile.name]
+        size = self.SIZES[profile.name]
         return UNet(spatial_dims=3, in_channels=3, out_channels=1, channels=size["g_channels"],
                     strides=size["g_strides"], num_res_units=1, norm="instance", dropout=0.1)
 
-    def fit(self, train, profile, seed: int, device="cpu", progress=None) -> None:
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
         import torch
         from monai.networks.nets import PatchDiscriminator
 
-        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device, SIZES)
+        train, images, labels, size, iterations, dev, rng = self._fit_setup(train, profile, seed, device)
         gen = self._build(profile).to(dev)
         disc = PatchDiscriminator(spatial_dims=3, num_layers_d=size["d_layers"], channels=size["d_channels"],
                                   in_channels=3, out_channels=1, norm="INSTANCE").to(dev)
@@ -64,7 +65,6 @@ class ConditionalGAN(LabelConditionedNetwork):
         opt_d = torch.optim.Adam(disc.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
         cond_all = torch.from_numpy(np.stack([label_channels(l) for l in labels]))
         image_all = torch.from_numpy(images[:, None])
-        start = time.perf_counter()
         for it in range(iterations):
             idx = rng.integers(len(images), size=size["batch_size"])
             cond = cond_all[idx].to(dev)
@@ -87,7 +87,6 @@ class ConditionalGAN(LabelConditionedNetwork):
             self.losses.append({"d": loss_d.item(), "g_adv": adversarial.item(), "l1": l1.item()})
             if progress is not None:
                 progress("adversarial", it + 1, iterations, l1.item())
-        self.fit_seconds = time.perf_counter() - start
         self._finish_fit(gen, labels, train, profile, seed, dev)
 
     @contextmanager
@@ -110,5 +109,5 @@ class ConditionalGAN(LabelConditionedNetwork):
     def loss_curves(self) -> dict[str, list[float]]:
         return {key: [step[key] for step in self.losses] for key in ("l1", "g_adv", "d")}
 
-    def _config(self) -> dict:
+    def settings(self) -> dict:
         return {"l1_weight": self.l1_weight, "learning_rate": self.learning_rate, "iterations": self.iterations}

@@ -24,8 +24,8 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from foscu_bench.baselines.common import (BaseGenerator, deformation_transform, make_pair, synthetic_case_id,
-                                          training_arrays)
+from foscu_bench.conditioning import deformation_transform
+from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays
 from foscu_bench.data.splits import require_training_set
 from foscu_bench.pair import Pair
 
@@ -44,7 +44,7 @@ def pseudo_label_maps(images: np.ndarray, labels: np.ndarray, n_clusters: int, s
     return maps, centroids.astype(np.float32)
 
 
-class SynthSeg(BaseGenerator):
+class SynthSeg(GeneratorBase):
     name = "synthseg"
 
     def __init__(self, n_background_clusters: int = 6, deformation_strength: float = 1.0) -> None:
@@ -53,7 +53,7 @@ class SynthSeg(BaseGenerator):
         self.deformation_strength = float(deformation_strength)
         self.maps: np.ndarray | None = None
 
-    def fit(self, train, profile, seed: int, device="cpu") -> None:
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
         train = require_training_set(train)
         images, labels = training_arrays(train)
         self.maps, self.centroids = pseudo_label_maps(images, labels, self.n_background_clusters, seed)
@@ -101,7 +101,7 @@ class SynthSeg(BaseGenerator):
             yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
                             source_case=self.train_case_ids[index])
 
-    def _config(self) -> dict:
+    def settings(self) -> dict:
         return {"n_background_clusters": self.n_background_clusters,
                 "deformation_strength": self.deformation_strength}
 

@@ -25,12 +25,12 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="Duo-Diffusion only: fp32 or bf16")
     args = parser.parse_args()
     ds, _, train = training_split("phantom", args.profile)
-    options = {"checkpoint_dir": args.checkpoint_dir} if args.checkpoint_dir else {}
+    options = {}
     if args.precision:
         options["precision"] = args.precision
     gen = G.create(args.name, **options)
     start = time.perf_counter()
-    gen.fit(train, ds.profile, seed=0, device="cpu")
+    gen.fit(train, ds.profile, seed=0, device="cpu", work_dir=args.checkpoint_dir)
     total = time.perf_counter() - start
     gen.save(args.out)
     stages = {k: round(v["seconds"], 1) for k, v in getattr(gen, "logs", {}).items()}

@@ -224,8 +224,8 @@ def _print_plan(prepared, as_json: bool) -> None:
         table.add_row(p.step.name, "done" if p.done else "pending", estimate)
     console.print(table)
     extra = f" (+{unknown} steps without an estimate)" if unknown else ""
-    console.print(f"{len(pending)} of {len(steps)} steps to run; estimated {sum(known) / 60:.1f} min on 2 CPU "
-                  f"cores{extra}. Writes into {prepared.directory}")
+    console.print(f"{len(pending)} of {len(steps)} steps to run; estimated {sum(known) / 60:.1f} min from this "
+                  f"machine's measured step times{extra}. Writes into {prepared.directory}")
 
 
 def _fmt(value, spec: str = ".3f") -> str:

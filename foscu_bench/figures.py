@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +44,9 @@ def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _synthetic(run: RunResult, generator: str, seed: int = 0):
-    from foscu_bench.runner import load_synthetic
+    from foscu_bench.store import load_synthetic
 
-    path = run.directory / "synthetic" / generator / f"seed-{seed}.npz"
+    path = run.layout.synthetic(generator, seed)
     return load_synthetic(path) if path.is_file() else []
 
 
@@ -192,15 +191,14 @@ def fig_dice_vs_n_synthetic(runs: list[RunResult], out_dir: Path) -> list[Path]:
 
 def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     plt = _plt()
-    steps = run.directory / "steps"
-    unet = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("unet--*--seed-0.json"))}
-    fits = {p.name: json.loads(p.read_text()) for p in sorted(steps.glob("fit--*.json"))}
-    curves = {f"{name.split('--')[1].removesuffix('.json')}: {stage}": values for name, record in fits.items()
+    unet = [(step, record) for step, record in run.layout.step_records("unet") if step.seed == 0]
+    curves = {f"{step.generator}: {stage}": values for step, record in run.layout.step_records("fit")
               for stage, values in record["fit"].get("loss_curves", {}).items() if values}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for name, record in unet.items():
+    for step, record in unet:
         losses = np.asarray(record["losses"])
-        axes[0].plot(losses, linewidth=0.8, label=name.split("--")[1])
+        suffix = " (synthetic only)" if step.arm == "synthetic" else ""
+        axes[0].plot(losses, linewidth=0.8, label=f"{step.generator or REFERENCE}{suffix}")
     axes[0].set_title("U-Net training loss (Dice + CE), seed 0", fontsize=8)
     axes[0].set_xlabel("iteration")
     axes[0].legend(fontsize=6)

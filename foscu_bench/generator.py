@@ -1,4 +1,21 @@
-"""The generator protocol, its metadata, and a lazy registry (built-ins + the ``foscu_bench.generators`` entry points).
+"""The public generator contract, its metadata, and a lazy registry (built-ins + the ``foscu_bench.generators``
+entry points).
+
+Everything the benchmark runner calls on a generator is named here, once:
+
+- ``config(profile)``: the fully resolved settings at a profile (JSON). Part of the fit cache key, the manifest
+  and every exported dataset's ``generator_config_hash``, so a changed size can never reuse a stale fit.
+- ``fit(train, profile, seed, device, *, progress=None, work_dir=None)``: fit on a ``TrainingSet`` only.
+  ``progress(stage, iteration, total, loss)`` reports training; ``work_dir`` is a folder the generator may use
+  for stage checkpoints, kept by the runner across a killed fit (so fitting resumes) and deleted after ``save``.
+- ``sample(n, seed)``: ``n`` pairs, deterministic for a seed.
+- ``save(directory)`` / ``load(directory, device)``: verified safetensors checkpoints.
+- ``loss_curves()``: training losses per stage (empty for rule-based generators).
+- ``parameter_count(profile)``: parameters of the networks used at sampling time (0 for rule-based ones).
+
+``GeneratorBase`` implements the bookkeeping (checkpoints, fitted state, the resolved config) so that a
+generator writes ``fit``, ``sample``, ``config`` and two checkpoint hooks. ``foscu_bench.testing.check_generator``
+checks any generator, built-in or third-party, against this contract.
 
 Like MTEB's ``ModelMeta``, every generator is described by a strict ``GeneratorMeta`` (name, kind, citation,
 what it conditions on, where its class lives); like lm-evaluation-harness, the class is a lazy ``"module:Class"``
@@ -12,11 +29,17 @@ Everything a generator samples passes ``validate_pair`` before anyone uses it (`
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import inspect
+import sys
+import types
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 from foscu_bench.errors import ConfigError, FoscuError
 from foscu_bench.pair import InvalidPairError, Pair, validate_pair
@@ -28,20 +51,197 @@ if TYPE_CHECKING:
     from foscu_bench.profiles import Profile
 
 ENTRY_POINT_GROUP = "foscu_bench.generators"
+KINDS = ("learned", "rule-based", "control")
+ProgressCallback = Callable[[str, int, int, float], None]
+"""``progress(stage, iteration, total, loss)``, called by ``fit`` as training advances."""
 
 
 @runtime_checkable
 class Generator(Protocol):
+    """What the runner uses, and nothing else (see the module docstring for each member's meaning)."""
+
     name: str
 
-    def fit(self, train: "TrainingSet", profile: "Profile", seed: int, device: "torch.device") -> None: ...
+    def config(self, profile: "Profile | None" = None) -> dict: ...
+
+    def fit(self, train: "TrainingSet", profile: "Profile", seed: int, device: "torch.device | str" = "cpu", *,
+            progress: ProgressCallback | None = None, work_dir: Path | None = None) -> None: ...
 
     def sample(self, n: int, seed: int) -> Iterator[Pair]: ...
 
     def save(self, directory: Path) -> None: ...
 
     @classmethod
-    def load(cls, directory: Path, device: "torch.device") -> "Generator": ...
+    def load(cls, directory: Path, device: "torch.device | str" = "cpu") -> "Generator": ...
+
+    def loss_curves(self) -> dict[str, list[float]]: ...
+
+    @classmethod
+    def parameter_count(cls, profile: "Profile") -> int: ...
+
+
+class NotFittedError(FoscuError):
+    """sample/save was called before fit/load."""
+
+
+class GeneratorBase:
+    """Base class of every built-in generator; third-party generators may derive from it too.
+
+    A subclass sets ``name`` and implements:
+
+    - ``__init__(**settings)``: keyword settings only, with defaults; ``settings()`` returns them (JSON), so
+      ``cls(**settings())`` recreates the generator (checkpoints rely on it);
+    - ``config(profile)``: every setting that changes results at ``profile``, resolved (sizes, budgets,
+      learning rates), a superset of ``settings()``; the default returns ``settings()``;
+    - ``fit(...)``: ends with ``self._remember_fit(train, profile, seed)``;
+    - ``sample(n, seed)``: build pairs with ``make_pair`` and ``synthetic_case_id``;
+    - ``_tensors()`` / ``_restore(arrays, config)``: the arrays a checkpoint holds, and how to rebuild from them;
+    - ``_networks(profile)`` (learned generators): the sampling-time networks, for ``parameter_count``;
+    - ``loss_curves()`` (learned generators).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.profile: Profile | None = None
+        self.fit_seed: int | None = None
+        self.train_case_ids: list[str] = []
+        self.device = "cpu"
+
+    # -- the contract ----------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """Constructor keyword arguments that recreate this generator (JSON)."""
+        return {}
+
+    def config(self, profile: "Profile | None" = None) -> dict:
+        """Fully resolved settings at ``profile`` (default: the fitted profile)."""
+        return dict(self.settings())
+
+    def fit(self, train: "TrainingSet", profile: "Profile", seed: int, device="cpu", *,
+            progress: ProgressCallback | None = None, work_dir: Path | None = None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def sample(self, n: int, seed: int) -> Iterator[Pair]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def loss_curves(self) -> dict[str, list[float]]:
+        """Training losses per stage, for the loss-curve figure (empty for rule-based generators)."""
+        return {}
+
+    @classmethod
+    def parameter_count(cls, profile: "Profile") -> int:
+        """Parameters of the networks used at sampling time (0 for rule-based generators)."""
+        return int(sum(p.numel() for net in cls()._networks(profile) for p in net.parameters()))
+
+    def _networks(self, profile: "Profile") -> list:
+        return []
+
+    # -- checkpoint hooks --------------------------------------------------------------------------------
+    def _tensors(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def _profile_for(self, profile: "Profile | None") -> "Profile":
+        profile = profile or self.profile
+        if profile is None:
+            raise NotFittedError(f"generator {self.name!r}: config() needs a profile before the generator is fitted")
+        return profile
+
+    def _require_fitted(self) -> "Profile":
+        if self.profile is None:
+            raise NotFittedError(f"generator {self.name!r} must be fitted (or loaded) before sampling or saving")
+        return self.profile
+
+    def _remember_fit(self, train, profile: "Profile", seed: int) -> None:
+        self.profile, self.fit_seed = profile, int(seed)
+        self.train_case_ids = list(train.case_ids)
+
+    def save(self, directory: Path) -> None:
+        from foscu_bench.checkpoint import save_checkpoint
+
+        profile = self._require_fitted()
+        config = {"generator": self.name, "profile": profile.name, "profile_content": profile.content(),
+                  "fit_seed": self.fit_seed, "train_case_ids": self.train_case_ids,
+                  "generator_settings": self.settings(), "generator_config": self.config(profile)}
+        save_checkpoint(directory, self._tensors(), config)
+
+    @classmethod
+    def load(cls, directory: Path, device="cpu"):
+        from foscu_bench.checkpoint import CheckpointError, load_checkpoint
+        from foscu_bench.profiles import get_profile
+
+        arrays, config = load_checkpoint(directory)
+        if config.get("generator") != cls.name:
+            raise CheckpointError(f"{directory}: checkpoint of generator {config.get('generator')!r}, "
+                                  f"not {cls.name!r}")
+        generator = cls(**config.get("generator_settings", {}))
+        generator.profile = get_profile(config["profile"])
+        if "profile_content" in config and generator.profile.content() != config["profile_content"]:
+            raise CheckpointError(f"{directory}: fitted at a {config['profile']!r} profile whose sizes differ from "
+                                  f"this version's; fit again")
+        generator.fit_seed = config["fit_seed"]
+        generator.train_case_ids = list(config["train_case_ids"])
+        generator.device = str(device)
+        generator._restore(arrays, config)
+        return generator
+
+
+def synthetic_case_id(name: str, seed: int, index: int) -> str:
+    return f"{name}-s{seed}-{index:05d}"
+
+
+def make_pair(image: np.ndarray, label: np.ndarray, profile: "Profile", case_id: str, **meta: Any) -> Pair:
+    """A valid ``Pair`` from generator output: image clipped to [0, 1] float32 (1 x X x Y x Z), label uint8."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[None]
+    image = np.clip(np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+    return Pair(image=image, label=np.asarray(label, dtype=np.uint8), spacing=profile.spacing, case_id=case_id,
+                patient_id=case_id, meta=meta)
+
+
+def training_arrays(train) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked training images (N x X x Y x Z float32) and labels (N x X x Y x Z uint8)."""
+    return (np.stack([p.image[0] for p in train]).astype(np.float32),
+            np.stack([p.label for p in train]).astype(np.uint8))
+
+
+def code_fingerprint(cls: type) -> str:
+    """SHA-256 over the source of the modules a generator class is made of.
+
+    The modules are those of its class hierarchy, every module of the package that defines it, and the
+    ``foscu_bench`` modules those import at module level (transitively). Editing any of them changes the
+    fingerprint, and so the fit cache key: a fit is never reused across a code change that could alter it.
+    Imports made inside functions are not followed (keep generator code importing at module level).
+    """
+    import pkgutil
+
+    roots = {cls.__module__.split(".")[0], "foscu_bench"}
+    pending = [c.__module__ for c in cls.__mro__ if c.__module__.split(".")[0] in roots]
+    package = cls.__module__.rpartition(".")[0]
+    if package:
+        pending += [f"{package}.{info.name}" for info in pkgutil.iter_modules(importlib.import_module(package).__path__)]
+    seen: dict[str, str] = {}
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        module = importlib.import_module(name)
+        try:
+            seen[name] = inspect.getsource(module)
+        except (OSError, TypeError):
+            seen[name] = ""
+        for value in vars(module).values():
+            target = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if isinstance(target, str) and target.split(".")[0] in roots and target not in seen:
+                pending.append(target)
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + seen[name].encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -49,7 +249,8 @@ class GeneratorMeta:
     """What a generator is, for listings, manifests and leaderboards."""
 
     name: str
-    kind: Literal["learned", "rule-based"]
+    kind: Literal["learned", "rule-based", "control"]
+    """``control``: a positive or negative control, shown apart from generators in tables and figures."""
     target: str
     """``"package.module:Class"``, imported only when the generator is used."""
     citation: str
@@ -60,8 +261,8 @@ class GeneratorMeta:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("learned", "rule-based"):
-            raise ValueError(f"{self.name}: kind must be 'learned' or 'rule-based', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if ":" not in self.target:
             raise ValueError(f"{self.name}: target must be 'module:Class', got {self.target!r}")
         if not self.citation:
@@ -87,11 +288,7 @@ def register(meta: GeneratorMeta) -> GeneratorMeta:
 
 def _load_builtins() -> None:
     importlib.import_module("foscu_bench.baselines.registry")
-    try:
-        importlib.import_module("foscu_bench.generators.registry")
-    except ModuleNotFoundError as exc:  # the paper's generator lands in its own issue
-        if exc.name != "foscu_bench.generators.registry":
-            raise
+    importlib.import_module("foscu_bench.generators.registry")
 
 
 def _load_entry_points() -> dict[str, GeneratorMeta]:
@@ -125,16 +322,15 @@ def get_meta(name: str) -> GeneratorMeta:
     return metas[name]
 
 
-def parameter_count(name: str, profile: "Profile") -> int | None:
-    """Parameters of the generator's sampling-time networks at ``profile`` (None if it does not say)."""
-    counter = getattr(get_meta(name).load_class(), "count_parameters", None)
-    return int(counter(profile)) if counter is not None else None
+def parameter_count(name: str, profile: "Profile") -> int:
+    """Parameters of the generator's sampling-time networks at ``profile``."""
+    return int(get_meta(name).load_class().parameter_count(profile))
 
 
-def create(name: str, **config) -> Generator:
+def create(name: str, **settings) -> Generator:
     """A fresh, unfitted generator instance."""
     cls = get_meta(name).load_class()
-    return cls(**config)
+    return cls(**settings)
 
 
 def load(name: str, directory: Path, device: "torch.device | str" = "cpu") -> Generator:

@@ -13,7 +13,6 @@ liver volume, tumour flag, profile, dataset fingerprint and run id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foscu_bench.hashing import json_hash
 from foscu_bench.errors import ConfigError, DataError, FoscuError
 from foscu_bench.results import load_run, training_pairs
 from foscu_bench.store import staged_directory
@@ -54,15 +54,15 @@ def to_numpy(example: dict) -> dict:
 
 
 def _config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return json_hash(config, 12)
 
 
 def _run_synthetic(run, generator: str):
     """(seed, pairs) of every synthetic set of ``generator`` in the run, seeds in order."""
-    from foscu_bench.runner import load_synthetic
+    from foscu_bench.store import load_synthetic
 
     seeds = range(run.manifest["config"]["seeds"])
-    paths = [(s, run.directory / "synthetic" / generator / f"seed-{s}.npz") for s in seeds]
+    paths = [(s, run.layout.synthetic(generator, s)) for s in seeds]
     missing = [str(p) for _, p in paths if not p.is_file()]
     if missing:
         raise DataError(run.directory, f"synthetic sets missing for {generator!r}: {missing[:2]} (re-run the run)")
@@ -138,7 +138,7 @@ def dataset_card(run, generators: list[str], sizes: dict, features) -> str:
                           "splits": [{"name": "train", "num_bytes": sizes[g]["num_bytes"],
                                       "num_examples": sizes[g]["num_examples"]}]} for g in generators],
     }
-    stats = json.loads((run.directory / "stats.json").read_text()) if (run.directory / "stats.json").is_file() else {}
+    stats = json.loads(run.layout.stats.read_text()) if run.layout.stats.is_file() else {}
     fidelity = run.fidelity
     lines = []
     for g in generators:

@@ -71,6 +71,12 @@ class Profile:
         data["spacing"] = list(self.spacing)
         return data
 
+    def content(self) -> dict[str, Any]:
+        """Everything that defines the profile, as JSON values: equal content, comparable results."""
+        import json
+
+        return json.loads(json.dumps(self.to_dict()))
+
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(

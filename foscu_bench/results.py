@@ -37,6 +37,12 @@ class RunResult:
     def run_id(self) -> str:
         return self.manifest["run_id"]
 
+    @property
+    def layout(self):
+        from foscu_bench.store import RunLayout
+
+        return RunLayout(self.directory)
+
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows -> a DataFrame with the schema's column order, sorted so that identical rows give identical CSV."""

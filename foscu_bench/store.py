@@ -1,4 +1,6 @@
-"""Atomic file writes: a result file is either absent or complete, never half-written.
+"""The run directory's layout (its only owner), the fit cache entries, synthetic sets, and atomic writes.
+
+Atomic file writes: a result file is either absent or complete, never half-written.
 
 Every writer goes through a temporary file in the destination directory followed by ``os.replace``, which
 is atomic on POSIX and Windows when source and target are on the same filesystem. An interrupted process
@@ -12,6 +14,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -136,3 +139,166 @@ def exclusive_lock(path: str | Path, wait: bool = False, what: str = "") -> Iter
             yield path
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- the run directory's layout (its only owner) -----------------------------------------------------------------
+STEP_KINDS = ("fit", "sample", "unet", "fidelity")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of a run: its identity names its result file."""
+
+    kind: str
+    generator: str | None = None
+    seed: int | None = None
+    arm: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.kind, self.generator or "real-only"]
+        if self.arm == "synthetic":
+            parts.append("synthetic-only")
+        if self.seed is not None:
+            parts.append(f"seed-{self.seed}")
+        return "/".join(parts)
+
+    @property
+    def filename(self) -> str:
+        return self.name.replace("/", "--") + ".json"
+
+    @classmethod
+    def from_name(cls, name: str) -> "Step":
+        """Inverse of ``name`` (and of ``filename`` without ``.json``, with ``--`` for ``/``)."""
+        parts = name.removesuffix(".json").replace("--", "/").split("/")
+        kind, generator, rest = parts[0], parts[1], parts[2:]
+        if kind not in STEP_KINDS:
+            raise ValueError(f"not a step name: {name!r}")
+        seed = int(rest[-1].removeprefix("seed-")) if rest and rest[-1].startswith("seed-") else None
+        arm = None
+        if kind == "unet":
+            arm = "synthetic" if "synthetic-only" in rest else ("real" if generator == "real-only" else "real+synthetic")
+        return cls(kind, None if generator == "real-only" else generator, seed, arm)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where every file of a run directory lies; the runner, exports and figures all go through it."""
+
+    directory: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.directory.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / "metrics.csv"
+
+    @property
+    def stats(self) -> Path:
+        return self.directory / "stats.json"
+
+    @property
+    def fidelity(self) -> Path:
+        return self.directory / "fidelity.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.directory / ".lock"
+
+    @property
+    def steps_dir(self) -> Path:
+        return self.directory / "steps"
+
+    def step(self, step: Step) -> Path:
+        return self.steps_dir / step.filename
+
+    def synthetic(self, generator: str, seed: int) -> Path:
+        return self.directory / "synthetic" / generator / f"seed-{seed}.npz"
+
+    def read_step(self, step: Step) -> dict | None:
+        """The step's record, or None when it is missing or unreadable (an unfinished step)."""
+        path = self.step(step)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_step(self, step: Step, record: dict) -> Path:
+        return atomic_write_json(self.step(step), record)
+
+    def step_records(self, kind: str | None = None) -> list[tuple[Step, dict]]:
+        """Every readable step record of the run (of one ``kind``), sorted by step file name."""
+        found = []
+        for path in sorted(self.steps_dir.glob("*.json")) if self.steps_dir.is_dir() else []:
+            try:
+                step = Step.from_name(path.name)
+            except (ValueError, IndexError):
+                continue
+            if kind is None or step.kind == kind:
+                record = self.read_step(step)
+                if record is not None:
+                    found.append((step, record))
+        return found
+
+
+@dataclass(frozen=True)
+class FitEntry:
+    """One cached generator fit: ``fit.json`` (the record), ``checkpoint/``, ``work/`` (stage checkpoints of a
+    fit in progress, kept across a kill so fitting resumes) and a lock beside it."""
+
+    directory: Path
+
+    @property
+    def record(self) -> Path:
+        return self.directory / "fit.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / "checkpoint"
+
+    @property
+    def work(self) -> Path:
+        return self.directory / "work"
+
+    @property
+    def lock(self) -> Path:
+        return self.directory.parent / f"{self.directory.name}.lock"
+
+    @property
+    def done(self) -> bool:
+        return self.record.is_file()
+
+
+# -- synthetic sets on disk ------------------------------------------------------------------------------------
+def save_synthetic(path: Path, pairs: list) -> Path:
+    """A sampled set as one uncompressed ``.npz`` (images, labels, case ids, spacing, per-pair meta), atomically."""
+    return atomic_save_npz(path, images=np.stack([p.image for p in pairs]), labels=np.stack([p.label for p in pairs]),
+                           case_ids=np.array([p.case_id for p in pairs]), spacing=np.array(pairs[0].spacing),
+                           meta=np.array(json.dumps([p.meta for p in pairs], sort_keys=True, default=str)))
+
+
+def load_synthetic(path: Path, profile=None) -> list:
+    """The pairs of a synthetic set, validated (against ``profile``'s grid when given)."""
+    from foscu_bench.errors import DataError
+    from foscu_bench.pair import Pair, validate_pair
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["images"], data["labels"]
+            case_ids, spacing = [str(c) for c in data["case_ids"]], tuple(float(s) for s in data["spacing"])
+            metas = json.loads(str(data["meta"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(path, f"not a readable synthetic set ({exc}); delete it and re-run to resample") from None
+    pairs = [Pair(image=img, label=lab, spacing=spacing, case_id=c, patient_id=c, meta=m)
+             for img, lab, c, m in zip(images, labels, case_ids, metas)]
+    for pair in pairs:
+        validate_pair(pair, profile.shape if profile else None)
+    return pairs

@@ -26,9 +26,8 @@ def train():
 
 @pytest.fixture(scope="module")
 def fitted(train, tmp_path_factory):
-    gen = G.create("duo-diffusion", iterations=STAGE_ITERATIONS, sampling_steps=4,
-                   checkpoint_dir=str(tmp_path_factory.mktemp("duo")))
-    gen.fit(train, TINY, seed=0, device="cpu")
+    gen = G.create("duo-diffusion", iterations=STAGE_ITERATIONS, sampling_steps=4)
+    gen.fit(train, TINY, seed=0, device="cpu", work_dir=tmp_path_factory.mktemp("duo"))
     return gen
 
 
@@ -68,21 +67,18 @@ def test_images_follow_their_control_label(fitted):
 def test_training_resumes_exactly_after_a_crash(train, tmp_path):
     iterations = {"label_autoencoder": 6, "label_diffusion": 6, "image_autoencoder": 6, "image_diffusion": 6,
                   "controlnet": 6}
-    reference = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2,
-                         checkpoint_dir=str(tmp_path / "ref"))
-    reference.fit(train, TINY, seed=4)
+    reference = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2)
+    reference.fit(train, TINY, seed=4, work_dir=tmp_path / "ref")
 
     def crash(stage, iteration, total, loss):
         if stage == "image_diffusion" and iteration == 5:
             raise KeyboardInterrupt("simulated kill")
 
-    crashed = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2,
-                       checkpoint_dir=str(tmp_path / "run"))
+    crashed = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        crashed.fit(train, TINY, seed=4, progress=crash)
-    resumed = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2,
-                       checkpoint_dir=str(tmp_path / "run"))
-    resumed.fit(train, TINY, seed=4)
+        crashed.fit(train, TINY, seed=4, progress=crash, work_dir=tmp_path / "run")
+    resumed = G.create("duo-diffusion-real-labels", iterations=iterations, checkpoint_every=2)
+    resumed.fit(train, TINY, seed=4, work_dir=tmp_path / "run")
     assert resumed.logs["image_diffusion"]["losses"] == reference.logs["image_diffusion"]["losses"]
     for name, module in reference.modules.items():
         for key, value in module.state_dict().items():
@@ -110,11 +106,11 @@ def test_postprocess_removes_small_components_and_stray_tumour():
 
 def test_cached_control_embedding_is_exact_and_restored(fitted):
     from foscu_bench.generators.duo_diffusion.sampling import cached_control_embedding
-    from foscu_bench.baselines.common import label_channels
+    from foscu_bench.conditioning import label_channels
 
     controlnet = fitted.modules["controlnet"]
     control = torch.from_numpy(label_channels(fitted.labels[0])[None])
-    x = torch.randn(1, fitted.config.image_autoencoder.latent_channels, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, fitted.duo_config.image_autoencoder.latent_channels, 8, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([500])
     original = controlnet.controlnet_cond_embedding
     with torch.no_grad():
@@ -129,7 +125,7 @@ def test_bf16_training_path(train):
     iterations = {k: 4 for k in STAGE_ITERATIONS}
     gen = G.create("duo-diffusion", iterations=iterations, sampling_steps=3, precision="bf16")
     gen.fit(train, TINY, seed=0)
-    assert gen.config.precision == "bf16"
+    assert gen.duo_config.precision == "bf16"
     assert all(np.isfinite(log["losses"]).all() for log in gen.logs.values())
     pair = G.sample_validated(gen, 1, seed=0, shape=TINY.shape)[0]
     assert pair.image.dtype == np.float32

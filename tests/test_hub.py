@@ -24,7 +24,7 @@ def test_hf_export_round_trips_every_volume_through_load_dataset(exported):
     import datasets
 
     from foscu_bench.hub import to_numpy
-    from foscu_bench.runner import load_synthetic
+    from foscu_bench.store import load_synthetic
 
     run_dir, folder = exported
     loaded = datasets.load_dataset(str(folder), "classic-aug", split="train",

@@ -7,7 +7,6 @@ processes filling the same entry both succeed and a killed process leaves no par
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foscu_bench.hashing import json_hash
 from foscu_bench.pair import Pair
 from foscu_bench.store import atomic_save_npz
 
@@ -28,7 +28,7 @@ def cache_root() -> Path:
 
 
 def cache_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return json_hash(parts, 32)
 
 
 def load_cached_pair(key: str) -> Pair | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
+from foscu_bench.hashing import json_hash
 from foscu_bench.data.label_map import IDENTITY, LabelMap
 from foscu_bench.data.phantom import PhantomConfig, case_seed, generate_case
 from foscu_bench.data.sources import BUILTIN_DATASETS, CaseRecord
@@ -43,7 +42,7 @@ class PhantomSource:
     def content_key(self, record: CaseRecord) -> str:
         payload = {"version": PHANTOM_VERSION, "config": self.config.to_dict(), "seed": self.seed,
                    "index": record.details["index"]}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return json_hash(payload, None)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "seed": self.seed, "n_cases": self.n_cases, "config": self.config.to_dict(),

@@ -27,8 +27,6 @@ from the Hugging Face Hub. Offline or missing, the error says how to provide the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from foscu_bench.hashing import json_hash
 from foscu_bench.errors import ConfigError, FoscuError
 from foscu_bench.store import file_sha256
 
@@ -281,8 +280,7 @@ def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 
     from foscu_bench.store import exclusive_lock
 
     iterations = iterations or (300 if min(train_images.shape[2:]) <= 16 else 600)
-    key = hashlib.sha256(json.dumps({"data": cache_key, "seed": seed, "iterations": iterations,
-                                     "version": AE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_hash({"data": cache_key, "seed": seed, "iterations": iterations, "version": AE_VERSION})
     directory = cache_root() / "extractors" / DEFAULT_EXTRACTOR / key
     with exclusive_lock(directory.parent / f"{key}.lock", wait=True):
         if not (directory / "config.json").is_file():

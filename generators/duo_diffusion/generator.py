@@ -13,7 +13,6 @@ liver components become background. Samples whose liver vanished entirely are re
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,15 +20,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from foscu_bench.baselines.common import (BaseGenerator, draw_deformed_label, label_channels, make_pair, synthetic_case_id,
-                                          training_arrays)
 from foscu_bench.checkpoint import load_module_state
+from foscu_bench.conditioning import draw_deformed_label, label_channels
 from foscu_bench.data.splits import require_training_set
 from foscu_bench.generators.duo_diffusion import networks
 from foscu_bench.generators.duo_diffusion.config import DuoConfig, config_for
 from foscu_bench.generators.duo_diffusion.sampling import denoise
 from foscu_bench.generators.duo_diffusion.training import (train_autoencoder, train_controlnet, train_diffusion,
                                                            write_loss_log)
+from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays
 from foscu_bench.pair import Pair
 
 
@@ -52,20 +51,19 @@ def postprocess_label(label: np.ndarray, min_component_fraction: float) -> np.nd
     return out
 
 
-class DuoDiffusion(BaseGenerator):
+class DuoDiffusion(GeneratorBase):
     name = "duo-diffusion"
     generates_labels = True
 
     def __init__(self, scheduler: str | None = None, sampling_steps: int | None = None,
-                 iterations: dict | None = None, checkpoint_dir: str | None = None,
-                 checkpoint_every: int | None = None, precision: str | None = None) -> None:
+                 iterations: dict | None = None, checkpoint_every: int | None = None,
+                 precision: str | None = None) -> None:
         super().__init__()
         self.overrides = {k: v for k, v in {"scheduler": scheduler, "sampling_steps": sampling_steps,
                                             "iterations": iterations, "checkpoint_every": checkpoint_every,
                                             "precision": precision}.items()
                           if v is not None}
-        self.checkpoint_dir = checkpoint_dir
-        self.config: DuoConfig | None = None
+        self.duo_config: DuoConfig | None = None
         self.modules: dict = {}
         self.scale: dict[str, float] = {}
         self.labels: np.ndarray | None = None
@@ -84,22 +82,28 @@ class DuoDiffusion(BaseGenerator):
             modules["label_unet"] = networks.build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels)
         return modules
 
-    @classmethod
-    def count_parameters(cls, profile) -> int:
-        generator = cls()
-        return int(sum(p.numel() for m in generator._build_all(config_for(profile.name)).values() for p in m.parameters()))
+    def _networks(self, profile) -> list:
+        return list(self._build_all(config_for(profile.name, **self.overrides)).values())
+
+    def settings(self) -> dict:
+        return {key: self.overrides.get(key)
+                for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every", "precision")}
+
+    def config(self, profile=None) -> dict:
+        """Every size, budget and loss weight at ``profile`` (``DuoConfig`` with the overrides applied)."""
+        return config_for(self._profile_for(profile).name, **self.overrides).to_dict()
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, train, profile, seed: int, device="cpu", progress=None) -> None:
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
+        """Five stages; with ``work_dir`` each stage checkpoints there and a killed fit resumes mid-stage."""
         train = require_training_set(train)
         dev = torch.device(device)
         config = config_for(profile.name, **self.overrides)
-        self.config = config
+        self.duo_config = config
         torch.manual_seed(seed)
         modules = {k: v.to(dev) for k, v in self._build_all(config).items()}
         images, labels = training_arrays(train)
-        ckpt = Path(self.checkpoint_dir) if self.checkpoint_dir else None
-        started = time.perf_counter()
+        ckpt = Path(work_dir) if work_dir else None
         if self.generates_labels:
             onehot = one_hot(labels)
             self.logs["label_autoencoder"] = train_autoencoder("label_autoencoder", modules["label_autoencoder"], onehot,
@@ -118,7 +122,6 @@ class DuoDiffusion(BaseGenerator):
         controls = torch.from_numpy(np.stack([label_channels(l) for l in labels]))
         self.logs["controlnet"] = train_controlnet(modules["controlnet"], modules["image_unet"], latents, controls, config,
                                                    seed, dev, ckpt, progress)
-        self.fit_seconds = time.perf_counter() - started
         if ckpt is not None:
             write_loss_log(ckpt / "losses.json", self.logs)
         self.modules = {k: v.eval() for k, v in modules.items()}
@@ -137,7 +140,7 @@ class DuoDiffusion(BaseGenerator):
 
     # -- sampling --------------------------------------------------------------------------------------
     def _latent_shape(self, which: str, n: int) -> tuple[int, ...]:
-        size = self.config.label_autoencoder if which == "label" else self.config.image_autoencoder
+        size = self.duo_config.label_autoencoder if which == "label" else self.duo_config.image_autoencoder
         return (n, size.latent_channels, *(s // size.factor for s in self.profile.shape))
 
     @torch.no_grad()
@@ -150,11 +153,11 @@ class DuoDiffusion(BaseGenerator):
         attempts = 0
         while len(out) < n and attempts < 10 * n:
             attempts += 1
-            z = denoise(self.modules["label_unet"], self.config, self._latent_shape("label", 1), generator, dev,
+            z = denoise(self.modules["label_unet"], self.duo_config, self._latent_shape("label", 1), generator, dev,
                         sampler, steps)
             logits = self.modules["label_autoencoder"].decode(z / self.scale["label"])
             label = postprocess_label(logits.argmax(1)[0].cpu().numpy().astype(np.uint8),
-                                      self.config.min_component_fraction)
+                                      self.duo_config.min_component_fraction)
             if label.any():
                 out.append(label)
         if len(out) < n:
@@ -171,7 +174,7 @@ class DuoDiffusion(BaseGenerator):
         images = []
         for label in labels:
             control = torch.from_numpy(label_channels(label)[None]).to(dev)
-            z = denoise(self.modules["image_unet"], self.config, self._latent_shape("image", 1), generator, dev,
+            z = denoise(self.modules["image_unet"], self.duo_config, self._latent_shape("image", 1), generator, dev,
                         sampler, steps, controlnet=self.modules["controlnet"], control=control)
             images.append(self.modules["image_autoencoder"].decode(z / self.scale["image"])[0].cpu().numpy())
         return images
@@ -186,15 +189,12 @@ class DuoDiffusion(BaseGenerator):
             labels, sources = self._labels_for(1, int(rng.integers(2 ** 31)), rng)
             image = self.images_for_labels(labels, int(rng.integers(2 ** 31)), sampler, steps)[0]
             yield make_pair(image, labels[0], profile, synthetic_case_id(self.name, seed, i), label_source=sources[0],
-                            sampler=sampler or self.config.scheduler, steps=steps or self.config.sampling_steps)
+                            sampler=sampler or self.duo_config.scheduler, steps=steps or self.duo_config.sampling_steps)
 
     def loss_curves(self) -> dict[str, list[float]]:
         return {stage: list(log["losses"]) for stage, log in self.logs.items()}
 
     # -- checkpoint --------------------------------------------------------------------------------------
-    def _config(self) -> dict:
-        return {key: self.overrides.get(key)
-                for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every", "precision")}
 
     def _tensors(self) -> dict:
         tensors = {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}
@@ -203,8 +203,8 @@ class DuoDiffusion(BaseGenerator):
         return tensors
 
     def _restore(self, arrays, config) -> None:
-        self.config = config_for(self.profile.name, **self.overrides)
-        self.modules = self._build_all(self.config)
+        self.duo_config = config_for(self.profile.name, **self.overrides)
+        self.modules = self._build_all(self.duo_config)
         for name, module in self.modules.items():
             load_module_state(module, arrays, name)
             module.to(torch.device(self.device)).eval()

@@ -1,0 +1,88 @@
+"""Generator fits cached across runs, keyed by everything that can change a fit.
+
+The key holds the generator's fully resolved config at the profile, a fingerprint of its code, the profile's
+content (not its name), the dataset fingerprint and training case ids, the fit seed and the device kind. Edit a
+size, a budget, the generator's source or the profile and the old entry is simply not found.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+
+from foscu_bench import __version__
+from foscu_bench.generator import code_fingerprint, create, load
+from foscu_bench.hashing import json_hash
+from foscu_bench.store import FitEntry, atomic_write_json, exclusive_lock
+
+FIT_CACHE_VERSION = 2
+
+
+def generator_provenance(ctx, name: str) -> dict:
+    """Resolved config and code fingerprint of ``name`` at the run's profile (memoised per process)."""
+    key = ("provenance", name)
+    if key not in ctx.memo:
+        cls = ctx.metas[name].load_class()
+        instance = create(name)
+        ctx.memo[key] = {"config": instance.config(ctx.profile), "settings": instance.settings(),
+                         "code_fingerprint": code_fingerprint(cls)}
+    return ctx.memo[key]
+
+
+def fit_cache_key(ctx, name: str) -> dict:
+    provenance = generator_provenance(ctx, name)
+    return {"generator": name, "target": ctx.metas[name].target, "config": provenance["config"],
+            "code": provenance["code_fingerprint"], "profile": ctx.profile.to_dict(), "dataset": ctx.fingerprint,
+            "train": list(ctx.split.train), "seed": ctx.config.fit_seed, "device": ctx.device.type,
+            "foscu_bench": __version__, "cache_version": FIT_CACHE_VERSION}
+
+
+def fit_entry(ctx, name: str) -> FitEntry:
+    from foscu_bench.data.cache import cache_root
+
+    key = ("fit_entry", name)
+    if key not in ctx.memo:
+        ctx.memo[key] = FitEntry(cache_root() / "generators" / name / json_hash(fit_cache_key(ctx, name)))
+    return ctx.memo[key]
+
+
+def fitted_generator(ctx, name: str):
+    """Fit ``name`` on the training split (or take the cached fit) and load it from its checkpoint.
+
+    The entry is locked while it is fitted, so two runs needing the same fit wait for one another.
+    """
+    entry = fit_entry(ctx, name)
+    with exclusive_lock(entry.lock, wait=True):
+        if not entry.done:
+            _fit_into(ctx, name, entry)
+    return load(name, entry.checkpoint, ctx.device)
+
+
+def _fit_into(ctx, name: str, entry: FitEntry) -> None:
+    generator = create(name)
+    with ctx.reporter.task(f"fit {name}", None) as update:
+        started = time.perf_counter()
+        generator.fit(ctx.training_set(), ctx.profile, ctx.config.fit_seed, ctx.device,
+                      progress=lambda stage, it, total, loss: update(it, total, f"{stage} loss {loss:.4f}"),
+                      work_dir=entry.work)  # stage checkpoints: a killed fit resumes mid-stage
+        seconds = time.perf_counter() - started
+    shutil.rmtree(entry.checkpoint, ignore_errors=True)
+    generator.save(entry.checkpoint)
+    provenance = generator_provenance(ctx, name)
+    atomic_write_json(entry.record, {
+        "generator": name, "fit_seconds": seconds, "fit_seed": ctx.config.fit_seed, "device": str(ctx.device),
+        "n_parameters": type(generator).parameter_count(ctx.profile), "config": provenance["config"],
+        "settings": provenance["settings"], "code_fingerprint": provenance["code_fingerprint"],
+        "train_case_ids": list(ctx.split.train),
+        "loss_curves": {k: downsample(v) for k, v in generator.loss_curves().items()}})
+    shutil.rmtree(entry.work, ignore_errors=True)
+
+
+def downsample(values: list[float], points: int = 1000) -> list[float]:
+    """At most ``points`` values: means over equal consecutive windows (keeps a loss curve's shape)."""
+    values = [float(v) for v in values]
+    if len(values) <= points:
+        return values
+    return [float(chunk.mean()) for chunk in np.array_split(np.asarray(values), points)]

@@ -1,0 +1,88 @@
+"""The steps of a run, which of them are done (resume checks), and measured time estimates for the rest.
+
+A step is done when its record exists with the current step version and everything it was computed from is
+unchanged: a sample step only while its synthetic set matches the recorded SHA-256, a U-Net on synthetic data
+only while that set is the one it was trained on, fidelity only for the run's extractor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from foscu_bench.store import Step, file_sha256
+from foscu_bench.timings import estimate, machine_id, timing_key
+
+STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 1, "fidelity": 2}
+"""Bump one when its step's computation changes: older step files are then redone on resume."""
+
+
+@dataclass
+class PlannedStep:
+    step: Step
+    done: bool
+    estimate_seconds: float | None
+
+
+def steps(ctx) -> list[Step]:
+    """Real-only U-Nets; then per generator: fit, samples, U-Nets (real+synthetic, optionally synthetic), fidelity."""
+    config = ctx.config
+    out = [Step("unet", None, s, "real") for s in range(config.seeds)]
+    for name in config.generators:
+        out.append(Step("fit", name))
+        out += [Step("sample", name, s) for s in range(config.seeds)]
+        out += [Step("unet", name, s, "real+synthetic") for s in range(config.seeds)]
+        if config.synthetic_only:
+            out += [Step("unet", name, s, "synthetic") for s in range(config.seeds)]
+        out.append(Step("fidelity", name))
+    return out
+
+
+def step_record(ctx, step: Step) -> dict | None:
+    """The record of a finished, still valid step; None when the step must (re)run."""
+    record = ctx.layout.read_step(step)
+    if record is None or record.get("step_version") != STEP_VERSIONS[step.kind]:
+        return None
+    if step.kind == "fidelity" and record.get("extractor", {}).get("name") != ctx.config.extractor:
+        return None
+    if step.kind == "sample" and not _synthetic_intact(ctx, step, record):
+        return None  # the synthetic set was deleted or changed: sample again
+    if step.kind == "unet" and step.generator and "synthetic_sha256" in record:
+        sample = step_record(ctx, Step("sample", step.generator, step.seed))
+        if sample is None or sample["sha256"] != record["synthetic_sha256"]:
+            return None  # trained on a synthetic set that no longer exists
+    return record
+
+
+def _synthetic_intact(ctx, step: Step, record: dict) -> bool:
+    path = ctx.layout.synthetic(step.generator, step.seed)
+    key = ("sha256", str(path), path.stat().st_mtime_ns if path.is_file() else None)
+    if key not in ctx.memo:
+        ctx.memo[key] = path.is_file() and file_sha256(path) == record.get("sha256")
+    return bool(ctx.memo[key])
+
+
+def plan(ctx) -> list[PlannedStep]:
+    return [PlannedStep(s, step_record(ctx, s) is not None, estimate_seconds(ctx, s)) for s in steps(ctx)]
+
+
+def step_timing_key(ctx, step: Step) -> str:
+    """What a step's time depends on: its kind, the profile content, the device and machine, and the generator
+    (with the sample count for samples). U-Net arms of one profile share a key (same budget)."""
+    parts = {"kind": step.kind, "profile": ctx.profile.to_dict(), "machine": machine_id(ctx.device.type)}
+    if step.kind in ("fit", "sample"):
+        parts["generator"] = step.generator
+    if step.kind == "sample":
+        parts["n"] = ctx.n_synthetic
+    if step.kind == "fidelity":
+        parts["extractor"] = ctx.config.extractor
+    return timing_key(**parts)
+
+
+def estimate_seconds(ctx, step: Step) -> float | None:
+    """Median of this machine's measured times for such a step; 0 for a fit already in the cache."""
+    if step.kind == "fit":
+        from foscu_bench.runner.fit_cache import fit_entry
+
+        if fit_entry(ctx, step.generator).done:
+            return 0.0
+    return estimate(step_timing_key(ctx, step))
