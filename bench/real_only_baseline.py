@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 
+from foscu_bench.metrics.segmentation import dice
+
 from bench_setup import training_split
 from foscu_bench.segmentation import evaluate, train_segmentation
 
@@ -26,7 +28,7 @@ def main() -> None:
     ds, split, train = training_split(args.dataset, args.profile, args.label_map, args.split_seed)
     test = ds.pairs(split.test)
     atlas = np.mean([p.label > 0 for p in train], axis=0) > 0.5
-    atlas_dice = np.mean([2 * (atlas & (p.label > 0)).sum() / (atlas.sum() + (p.label > 0).sum()) for p in test])
+    atlas_dice = np.mean([dice(atlas, p.label) for p in test])
     per_seed = []
     for seed in range(args.seeds):
         result = train_segmentation(list(train), [], "real", ds.profile.segmentation, seed=seed)

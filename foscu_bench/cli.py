@@ -199,7 +199,7 @@ def run(
         err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory}")
         with reporter:
             manifest = prepared.execute(sys.argv)
-    stats = json.loads((prepared.directory / "stats.json").read_text())
+    stats = json.loads(prepared.layout.stats.read_text())
     if as_json:
         console.print_json(json.dumps({"run_dir": str(prepared.directory), "stats": stats}))
     elif not quiet:
@@ -233,21 +233,37 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def _print_summary(prepared, stats: dict, manifest: dict) -> None:
-    fidelity = json.loads((prepared.directory / "fidelity.json").read_text()).get("generators", {})
-    table = Table(title=f"{prepared.run_id}: liver Dice on {len(prepared.split.test)} held-out cases x "
-                        f"{prepared.config.seeds} seeds")
-    for column in ("arm", "Dice (sd over seeds)", "delta vs real [95% CI]", "p (Holm)", "FID", "KID"):
-        table.add_column(column)
-    for arm in stats["arms"]:
-        if arm["arm"] != "real":
-            continue
-        table.add_row("real-only", f"{arm['dice_liver']:.3f} ({_fmt(arm.get('dice_liver_seed_sd'))})", "-", "-", "-", "-")
+    """The run's stats.json as a table: one delta [CI] and Holm p per leaderboard metric (``metrics.spec``)."""
+    from foscu_bench.metrics.spec import PRIMARY, leaderboard_columns, metric_of
+
+    fidelity = json.loads(prepared.layout.fidelity.read_text()).get("generators", {})
+    table = Table(title=f"{prepared.run_id}: {len(prepared.split.test)} held-out cases x {prepared.config.seeds} seeds "
+                        f"(Holm over the run's {len(stats['generators'])} generator(s))")
+    primary = metric_of(PRIMARY)
+    table.add_column("arm")
+    table.add_column(f"{primary.label} (sd over seeds)")
+    for column in leaderboard_columns():
+        metric = metric_of(column)
+        table.add_column(f"Δ {metric.label} {metric.delta_unit} [95% CI]".replace("  ", " "))
+        table.add_column("p (Holm)")
+    table.add_column("FID")
+    table.add_column("KID")
+    arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
+    real = arms[("real-only", "real")]
+    table.add_row("real-only", f"{real[PRIMARY]:.3f} ({_fmt(real.get(f'{PRIMARY}_seed_sd'))})",
+                  *(["-", "-"] * len(leaderboard_columns())), "-", "-")
     for name, entry in stats["generators"].items():
-        arm = next(a for a in stats["arms"] if a["generator"] == name and a["arm"] == "real+synthetic")
+        arm = arms[(name, "real+synthetic")]
+        cells = []
+        for column in leaderboard_columns():
+            comparison = entry.get("metrics", {}).get(column)
+            scale = metric_of(column).delta_scale
+            cells += ["-", "-"] if comparison is None else [
+                f"{scale * comparison['delta_mean']:+.2f} [{scale * comparison['ci_low']:+.2f}, "
+                f"{scale * comparison['ci_high']:+.2f}]", _fmt(comparison.get("p_holm"))]
         fid = fidelity.get(name, {})
-        table.add_row(f"real + {name}", f"{arm['dice_liver']:.3f} ({_fmt(arm.get('dice_liver_seed_sd'))})",
-                      f"{entry['delta_dice_mean']:+.4f} [{entry['ci_low']:+.4f}, {entry['ci_high']:+.4f}]",
-                      _fmt(entry.get("p_holm")), _fmt(fid.get("fid"), ".2f"), _fmt(fid.get("kid_mean"), ".4f"))
+        table.add_row(f"real + {name}", f"{arm[PRIMARY]:.3f} ({_fmt(arm.get(f'{PRIMARY}_seed_sd'))})", *cells,
+                      _fmt(fid.get("fid"), ".2f"), _fmt(fid.get("kid_mean"), ".4f"))
     console.print(table)
     last = manifest["invocations"][-1]
     console.print(f"results in {prepared.directory} (this invocation: {last['steps_run']} steps, "

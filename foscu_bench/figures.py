@@ -3,10 +3,11 @@
 - ``fig1_generated_<run>``: tri-planar views of generated volumes with label contours, one row per generator.
 - ``fig4_label_real_synthetic_<run>``: label / synthetic image / nearest real training case, for a tumour-free
   and a tumour case per generator (the nearest real case is the training label with the highest Dice).
-- ``dice_distributions_<run>``: per-case seed-averaged liver Dice per arm (box + strip), a line per test case.
+- ``dice_distributions_<key>``: per comparability group, per-case seed-averaged liver Dice per arm (box + strip),
+  a line per test case, with the group's Holm p values (the leaderboard's).
 - ``fidelity_<run>``: FID (bias-corrected bootstrap CI) and KID per generator beside the real-vs-real floor.
-- ``dice_vs_n_synthetic``: delta Dice (95% CI) against the number of synthetic cases, from runs that differ
-  only in ``--synthetic``.
+- ``dice_vs_n_synthetic_<key>``: delta Dice (95% CI) against the number of synthetic cases, from the runs of
+  one comparability group that differ in ``--synthetic``.
 - ``loss_curves_<run>``: U-Net training losses per arm (seed 0) and each generator's fitting losses.
 """
 
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from foscu_bench.errors import ConfigError
+from foscu_bench.metrics.segmentation import dice
 from foscu_bench.preview import LIVER_COLOUR, TUMOUR_COLOUR, draw_triplanar
-from foscu_bench.results import REFERENCE, RunResult, compute_stats, find_runs, training_pairs
+from foscu_bench.comparability import RunGroup, group_runs
+from foscu_bench.results import REFERENCE, RunResult, find_runs, training_pairs
 from foscu_bench.store import atomic_path
 
 
@@ -67,12 +70,6 @@ def fig_generated(run: RunResult, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"fig1_generated_{run.run_id}")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
-
-
 def _axial(volume: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z = int(np.argwhere(label > 0)[:, 2].mean()) if label.any() else label.shape[2] // 2
     return volume[::-1, :, z].T, label[::-1, :, z].T
@@ -86,7 +83,7 @@ def fig_label_real_synthetic(run: RunResult, out_dir: Path, train_pairs) -> list
         for want_tumour in (False, True):
             pair = next((p for p in pairs if p.has_tumour == want_tumour), None)
             if pair is not None:
-                nearest = max(train_pairs, key=lambda t: _dice(t.label, pair.label))
+                nearest = max(train_pairs, key=lambda t: dice(t.label, pair.label))
                 panels.append((generator, pair, nearest))
     if not panels:
         return []
@@ -104,7 +101,7 @@ def fig_label_real_synthetic(run: RunResult, out_dir: Path, train_pairs) -> list
             if (lab == 2).any():
                 ax.contour(lab == 2, levels=[0.5], colors=[TUMOUR_COLOUR], linewidths=0.6)
         row[0].set_ylabel(f"{generator}\n{'tumour' if pair.has_tumour else 'no tumour'}", fontsize=7)
-        row[2].set_xlabel(f"nearest real: {nearest.case_id} (Dice {_dice(nearest.label, pair.label):.2f})",
+        row[2].set_xlabel(f"nearest real: {nearest.case_id} (Dice {dice(nearest.label, pair.label):.2f})",
                           fontsize=6)
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])
@@ -113,14 +110,15 @@ def fig_label_real_synthetic(run: RunResult, out_dir: Path, train_pairs) -> list
     return save_figure(fig, out_dir, f"fig4_label_real_synthetic_{run.run_id}")
 
 
-def fig_dice_distributions(run: RunResult, out_dir: Path) -> list[Path]:
+def fig_dice_distributions(group: RunGroup, out_dir: Path) -> list[Path]:
+    """Per-case seed-averaged liver Dice per arm of a comparability group, with the group's Holm p values."""
     import seaborn as sns
 
     plt = _plt()
-    frame = run.metrics[run.metrics["arm"] != "synthetic"]
+    frame = group.frame[group.frame["arm"] != "synthetic"]
     per_case = frame.groupby(["generator", "case_id"], as_index=False)["dice_liver"].mean()
-    stats = compute_stats(run.metrics)["generators"]
-    order = [REFERENCE] + sorted(stats, key=lambda g: -stats[g].get("delta_dice_mean", 0))
+    stats = {g: e for g, e in group.stats["generators"].items() if "delta_dice_mean" in e}
+    order = [REFERENCE] + sorted(stats, key=lambda g: -stats[g]["delta_dice_mean"])
     fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(order), 3.6))
     wide = per_case.pivot(index="case_id", columns="generator", values="dice_liver")[order]
     for _, values in wide.iterrows():
@@ -134,9 +132,9 @@ def fig_dice_distributions(run: RunResult, out_dir: Path) -> list[Path]:
     ax.set_xticks(range(len(order)), labels, fontsize=7)
     ax.set_xlabel("")
     ax.set_ylabel("liver Dice (test case, mean over seeds)")
-    ax.set_title(f"{run.manifest['dataset']['name']} · {run.manifest['profile']['name']} · "
-                 f"{run.manifest['config']['seeds']} seeds · lines join a test case", fontsize=8)
-    return save_figure(fig, out_dir, f"dice_distributions_{run.run_id}")
+    ax.set_title(f"{group.name} · {group.key['seeds']} seeds · Holm over {len(stats)} generators · lines join a "
+                 f"test case · key {group.key_id}", fontsize=8)
+    return save_figure(fig, out_dir, f"dice_distributions_{group.key_id}")
 
 
 def fig_fidelity(run: RunResult, out_dir: Path) -> list[Path]:
@@ -166,12 +164,14 @@ def fig_fidelity(run: RunResult, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"fidelity_{run.run_id}")
 
 
-def fig_dice_vs_n_synthetic(runs: list[RunResult], out_dir: Path) -> list[Path]:
+def fig_dice_vs_n_synthetic(group: RunGroup, out_dir: Path) -> list[Path]:
+    """Delta Dice against the number of synthetic cases, from the runs of one comparability group."""
     plt = _plt()
     points: dict[str, list[tuple[int, float, float, float]]] = {}
-    for run in runs:
+    for run in group.runs:
         n = run.manifest["config"].get("n_synthetic")
-        for generator, entry in compute_stats(run.metrics)["generators"].items():
+        for generator in run.manifest["config"]["generators"]:
+            entry = group.stats["generators"].get(group.labels.get((run.run_id, generator)), {})
             if "delta_dice_mean" in entry:
                 points.setdefault(generator, []).append((n, entry["delta_dice_mean"], entry["ci_low"], entry["ci_high"]))
     if not points:
@@ -185,8 +185,9 @@ def fig_dice_vs_n_synthetic(runs: list[RunResult], out_dir: Path) -> list[Path]:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("synthetic cases per seed")
     ax.set_ylabel("Δ liver Dice vs real-only (pts, 95% CI)")
+    ax.set_title(f"{group.name} · key {group.key_id}", fontsize=8)
     ax.legend(fontsize=7)
-    return save_figure(fig, out_dir, "dice_vs_n_synthetic")
+    return save_figure(fig, out_dir, f"dice_vs_n_synthetic_{group.key_id}")
 
 
 def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
@@ -216,17 +217,18 @@ def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
 
 
 def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every figure for every completed run under ``runs_dir``; returns the files written."""
+    """Every figure for every completed run under ``runs_dir``, pooled only within comparability groups."""
     runs = find_runs(runs_dir)
     if not runs:
         raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
     out_dir = Path(out_dir)
     written: list[Path] = []
-    for run in runs:
-        written += fig_generated(run, out_dir)
-        written += fig_label_real_synthetic(run, out_dir, training_pairs(run))
-        written += fig_dice_distributions(run, out_dir)
-        written += fig_fidelity(run, out_dir)
-        written += fig_loss_curves(run, out_dir)
-    written += fig_dice_vs_n_synthetic(runs, out_dir)
+    for group in group_runs(runs):
+        for run in group.runs:
+            written += fig_generated(run, out_dir)
+            written += fig_label_real_synthetic(run, out_dir, training_pairs(run))
+            written += fig_fidelity(run, out_dir)
+            written += fig_loss_curves(run, out_dir)
+        written += fig_dice_distributions(group, out_dir)
+        written += fig_dice_vs_n_synthetic(group, out_dir)
     return written

@@ -114,30 +114,31 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
             sizes[generator] = {"num_examples": len(rows), "num_bytes": n_bytes,
                                 "n_with_tumour": sum(r["has_tumour"] for r in rows),
                                 "liver_ml": [r["liver_volume_ml"] for r in rows]}
-        (staging / "README.md").write_text(dataset_card(run, chosen, sizes, features_for(shape)))
+        (staging / "README.md").write_text(dataset_card(run, chosen, sizes))
     return out
 
 
-def dataset_card(run, generators: list[str], sizes: dict, features) -> str:
-    import yaml
+def dataset_card(run, generators: list[str], sizes: dict) -> str:
+    """The Hub dataset card (``huggingface_hub.DatasetCard``): YAML metadata with one config per generator, and a
+    human section (method, delta Dice, fidelity, intended use and limits). Features come from the parquet schema."""
+    from huggingface_hub import DatasetCard, DatasetCardData
 
     manifest = run.manifest
     default = PREFERRED_DEFAULT if PREFERRED_DEFAULT in generators else generators[0]
     real_data = manifest["dataset"]["source"] if isinstance(manifest["dataset"].get("source"), str) else \
         manifest["dataset"].get("name")
     phantom = str(manifest["config"]["dataset"]).startswith("phantom")
-    header = {
-        "license": "apache-2.0" if phantom else "other",
-        "task_categories": ["image-segmentation"],
-        "tags": ["medical", "mri", "liver", "3d", "synthetic", "segmentation", "foscu-bench"],
-        "pretty_name": "foscu-bench synthetic abdominal MRI with liver labels",
-        "size_categories": ["n<1K"] if sum(s["num_examples"] for s in sizes.values()) < 1000 else ["1K<n<10K"],
-        "configs": [{"config_name": g, "data_files": [{"split": "train", "path": f"data/{g}/train-*.parquet"}],
-                     **({"default": True} if g == default else {})} for g in generators],
-        "dataset_info": [{"config_name": g, "features": features._to_yaml_list(),
-                          "splits": [{"name": "train", "num_bytes": sizes[g]["num_bytes"],
-                                      "num_examples": sizes[g]["num_examples"]}]} for g in generators],
-    }
+    card_data = DatasetCardData(
+        license="apache-2.0" if phantom else "other",
+        task_categories=["image-segmentation"],
+        tags=["medical", "mri", "liver", "3d", "synthetic", "segmentation", "foscu-bench"],
+        pretty_name="foscu-bench synthetic abdominal MRI with liver labels",
+        size_categories=["n<1K"] if sum(s["num_examples"] for s in sizes.values()) < 1000 else ["1K<n<10K"],
+        configs=[{"config_name": g, "data_files": [{"split": "train", "path": f"data/{g}/train-*.parquet"}],
+                  **({"default": True} if g == default else {})} for g in generators],
+        dataset_info=[{"config_name": g, "splits": [{"name": "train", "num_bytes": sizes[g]["num_bytes"],
+                                                     "num_examples": sizes[g]["num_examples"]}]} for g in generators],
+    )
     stats = json.loads(run.layout.stats.read_text()) if run.layout.stats.is_file() else {}
     fidelity = run.fidelity
     lines = []
@@ -200,7 +201,7 @@ or deformed from training labels (other configs), not drawn by experts. Downstre
 Han et al., FOSCU: Feasibility of Synthetic MRI Generation via Duo-Diffusion Models for Enhancement of 3D U-Nets
 in Hepatic Segmentation. Generated with foscu-bench (git {manifest.get('git', {}).get('commit', 'unknown')}).
 """
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}"))
 
 
 # -- publishing ------------------------------------------------------------------------------------------------

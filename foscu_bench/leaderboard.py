@@ -1,9 +1,12 @@
 """Leaderboard tables computed from stored runs, never edited by hand (as MTEB builds its tables from results).
 
-One row per (run, generator): the real+synthetic arm against real-only on liver Dice, with the bootstrap CI and
-Holm-corrected p recomputed from the run's per-case rows, plus the run's fidelity numbers and costs. The
-real-only reference of each run is a row of its own. Rows are ranked by delta Dice within (dataset, profile):
-numbers from different datasets or grids are not comparable.
+Runs are grouped by comparability key (``comparability``) and never pooled across keys. Per group, one row per
+generator: the real+synthetic arm against the group's real-only arm, with the bootstrap CI and Holm-corrected p
+from the group's statistics (the family is every generator of the group, declared in ``holm_families``), plus
+the run's fidelity numbers and costs; then the real-only reference row.
+
+Every format renders from one column list: ``data_columns()`` (CSV and JSON) and ``display_columns()`` (Markdown
+and LaTeX). Both are built from ``metrics.spec``, so a metric with ``leaderboard=True`` appears everywhere.
 """
 
 from __future__ import annotations
@@ -11,145 +14,196 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from foscu_bench.comparability import RunGroup, extractor_id, group_runs
 from foscu_bench.errors import ConfigError
-from foscu_bench.results import REFERENCE, RunResult, compute_stats, find_runs, json_safe
-from foscu_bench.stats import holm
+from foscu_bench.metrics.spec import PRIMARY, leaderboard_columns, metric_of
+from foscu_bench.results import REFERENCE, find_runs, json_safe
 
-COLUMNS = ("rank", "generator", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm", "dice_mean", "real_dice_mean",
-           "mde", "fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
-           "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic", "dataset", "profile",
-           "extractor", "run_id")
 FORMATS = ("md", "csv", "latex", "json")
 DEFAULT_FID_REFERENCE = "cond-ddpm"
 """FID reduction is reported against the image-space diffusion baseline, the closest prior art."""
 
 
-def _extractor_id(run: RunResult) -> str | None:
-    """Extractor name + checkpoint: FIDs are comparable only between runs with the same one."""
-    extractor = run.fidelity.get("extractor", {})
-    if not extractor:
-        return None
-    return f"{extractor['name']}@{extractor.get('checkpoint') or extractor.get('weights_sha256', '')[:16]}"
+def _secondary() -> list[str]:
+    """Leaderboard metric columns other than the primary (their deltas get their own columns)."""
+    return [c for c in leaderboard_columns() if c != PRIMARY]
 
 
-def _fidelity_fields(run: RunResult, generator: str) -> dict:
-    entry = run.fidelity.get("generators", {}).get(generator, {})
-    floor = run.fidelity.get("real_vs_real", {})
-    return {"extractor": _extractor_id(run),"fid": entry.get("fid"), "fid_floor": floor.get("fid"), "fid_reduction_pct": entry.get("fid_reduction_pct"),
-            "kid_mean": entry.get("kid_mean"), "kid_std": entry.get("kid_std"), "kid_floor": floor.get("kid_mean"),
-            "ms_ssim": entry.get("ms_ssim")}
+def data_columns() -> list[str]:
+    columns = ["rank", "generator", "kind", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm",
+               "dice_mean", "real_dice_mean", "mde"]
+    for column in _secondary():
+        columns += [f"delta_{column}", f"delta_{column}_ci_low", f"delta_{column}_ci_high", f"p_holm_{column}"]
+    return columns + ["fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
+                      "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic",
+                      "holm_family_size", "dataset", "profile", "extractor", "comparability_key", "run_id"]
 
 
-def run_rows(run: RunResult) -> list[dict]:
-    """Leaderboard rows of one run (generators, then the real-only reference)."""
-    stats = compute_stats(run.metrics)
+def _group_rows(group: RunGroup) -> list[dict]:
+    stats = group.stats
     arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
     reference = arms.get((REFERENCE, "real"))
     if reference is None:
-        raise ConfigError(f"run {run.run_id}: metrics.csv has no real-only arm to compare against")
-    common = {"dataset": run.manifest["dataset"]["name"], "profile": run.manifest["profile"]["name"],
-              "run_id": run.run_id, "real_dice_mean": reference["dice_liver"],
-              "n_synthetic": run.manifest["config"].get("n_synthetic")}
+        raise ConfigError(f"runs {', '.join(r.run_id for r in group.runs)}: no real-only arm to compare against")
+    first = group.runs[0]
+    common = {"dataset": first.manifest["dataset"]["name"], "profile": first.manifest["profile"]["name"],
+              "comparability_key": group.key_id, "real_dice_mean": reference[PRIMARY]}
     rows = []
-    for generator, entry in stats["generators"].items():
-        if "delta_dice_mean" not in entry:
-            continue
-        meta = run.manifest.get("generators", {}).get(generator, {})
-        rows.append({**common, "generator": generator, "delta_dice_mean": entry["delta_dice_mean"],
-                     "ci_low": entry["ci_low"], "ci_high": entry["ci_high"], "p_value": entry["p_value"],
-                     "dice_mean": entry["dice_mean"], "mde": entry["mde"], "n_seeds": entry["n_seeds"],
-                     "n_cases": entry["n_cases"], "fit_seconds": meta.get("fit_seconds"),
-                     "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
-                     **_fidelity_fields(run, generator)})
+    for run in group.runs:
+        fidelity, floor = run.fidelity.get("generators", {}), run.fidelity.get("real_vs_real", {})
+        for generator, meta in run.manifest.get("generators", {}).items():
+            label = group.labels.get((run.run_id, generator))
+            entry = stats["generators"].get(label, {})
+            if "delta_dice_mean" not in entry:
+                continue
+            fid = fidelity.get(generator, {})
+            row = {**common, "generator": label, "kind": meta.get("kind"), "run_id": run.run_id,
+                   "delta_dice_mean": entry["delta_dice_mean"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"],
+                   "p_value": entry["p_value"], "p_holm": entry["p_holm"], "dice_mean": entry["dice_mean"],
+                   "mde": entry["mde"], "n_seeds": entry["n_seeds"], "n_cases": entry["n_cases"],
+                   "holm_family_size": entry["metrics"][PRIMARY]["holm_family_size"],
+                   "n_synthetic": run.manifest["config"].get("n_synthetic"), "fit_seconds": meta.get("fit_seconds"),
+                   "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
+                   "extractor": extractor_id(run.fidelity), "fid": fid.get("fid"), "fid_floor": floor.get("fid"),
+                   "kid_mean": fid.get("kid_mean"), "kid_std": fid.get("kid_std"), "kid_floor": floor.get("kid_mean"),
+                   "ms_ssim": fid.get("ms_ssim")}
+            for column in _secondary():
+                comparison = entry["metrics"].get(column)
+                if comparison is not None:
+                    row.update({f"delta_{column}": comparison["delta_mean"], f"delta_{column}_ci_low": comparison["ci_low"],
+                                f"delta_{column}_ci_high": comparison["ci_high"],
+                                f"p_holm_{column}": comparison["p_holm"]})
+            rows.append(row)
     for rank, row in enumerate(sorted(rows, key=lambda r: -r["delta_dice_mean"]), start=1):
         row["rank"] = rank
-    floor = run.fidelity.get("real_vs_real", {})
-    rows.append({**common, "generator": REFERENCE, "dice_mean": reference["dice_liver"],
-                 "n_seeds": reference["n_seeds"], "n_cases": reference["n_cases"], "n_synthetic": 0,
-                 "fid": floor.get("fid"), "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"),
-                 "extractor": _extractor_id(run)})
-    return [{column: row.get(column) for column in COLUMNS} for row in rows]
+    rows.sort(key=lambda r: r["rank"])
+    floor = first.fidelity.get("real_vs_real", {})
+    rows.append({**common, "generator": REFERENCE, "kind": "reference", "run_id": first.run_id,
+                 "dice_mean": reference[PRIMARY], "n_seeds": reference["n_seeds"], "n_cases": reference["n_cases"],
+                 "n_synthetic": 0, "fid": floor.get("fid"), "kid_mean": floor.get("kid_mean"),
+                 "ms_ssim": floor.get("ms_ssim"), "extractor": extractor_id(first.fidelity)})
+    return rows
+
+
+def _fid_reduction(rows: list[dict], fid_reference: str) -> None:
+    """100 * (FID_ref - FID) / FID_ref against ``fid_reference`` in the same group (hence same extractor)."""
+    reference = next((r["fid"] for r in rows if r["generator"] == fid_reference and r["fid"]), None)
+    for row in rows:
+        if reference and row["fid"] is not None and row.get("rank") is not None:
+            row["fid_reduction_pct"] = 100.0 * (reference - row["fid"]) / reference
 
 
 def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
-    """Rows of every completed run under ``runs_dir``; Holm-corrected and ranked within (dataset, profile).
-
-    ``fid_reduction_pct`` is the paper's way of reporting fidelity: 100 * (FID_ref - FID) / FID_ref against
-    ``fid_reference`` measured on the same dataset, profile and extractor (None where there is none).
-    """
+    """Rows of every completed run under ``runs_dir``, per comparability group, ranked by delta Dice."""
     runs = find_runs(runs_dir)
     if not runs:
         raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
-    rows = [row for run in runs for row in run_rows(run)]
-    reference_fids = {(r["dataset"], r["profile"], r["extractor"]): r["fid"] for r in rows
-                      if r["generator"] == fid_reference and r["fid"]}
-    for row in rows:
-        reference_fid = reference_fids.get((row["dataset"], row["profile"], row["extractor"]))
-        if reference_fid and row["fid"] is not None and row["rank"] is not None:
-            row["fid_reduction_pct"] = 100.0 * (reference_fid - row["fid"]) / reference_fid
-    for family in {(r["dataset"], r["profile"]) for r in rows}:
-        members = [r for r in rows if (r["dataset"], r["profile"]) == family and r["p_value"] is not None]
-        for row, adjusted in zip(members, holm([r["p_value"] for r in members])):
-            row["p_holm"] = float(adjusted)
-        ranked = sorted((r for r in rows if (r["dataset"], r["profile"]) == family and r["rank"] is not None),
-                        key=lambda r: -r["delta_dice_mean"])
-        for rank, row in enumerate(ranked, start=1):
-            row["rank"] = rank
-    references = {}
-    for row in rows:  # one real-only row per (dataset, profile): identical seeds give identical reference arms
-        if row["rank"] is None:
-            references.setdefault((row["dataset"], row["profile"]), row)
-    rows = [r for r in rows if r["rank"] is not None] + list(references.values())
-    rows.sort(key=lambda r: (r["dataset"], r["profile"], r["rank"] is None, r["rank"] or 0))
-    return json_safe(rows)
+    rows = []
+    for group in group_runs(runs):
+        group_rows = _group_rows(group)
+        _fid_reduction(group_rows, fid_reference)
+        rows += group_rows
+    return json_safe([{column: row.get(column) for column in data_columns()} for row in rows])
 
 
-# -- formats ---------------------------------------------------------------------------------------------
-def _points(value) -> str:
-    """A Dice difference in Dice points (x100), the unit of the paper's '+0.67%'."""
-    return "" if value is None else f"{100 * value:+.2f}"
-
-
+# -- display -------------------------------------------------------------------------------------------------
 def _num(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _display(row: dict) -> list[str]:
-    ci = "" if row["ci_low"] is None else f"[{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}]"
-    fid = _num(row["fid"], ".2f")
-    if row["fid"] is not None and row["fid_floor"] is not None:
-        fid += f" ({row['fid_floor']:.2f})"
-    return [_num(row["rank"], "d") or "ref", row["generator"], _points(row["delta_dice_mean"]), ci,
-            _num(row["p_holm"], ".3g"), _num(row["dice_mean"], ".4f"), fid,
-            _num(row["fid_reduction_pct"], "+.1f"), _num(row["kid_mean"], ".4f"), _num(row["ms_ssim"], ".3f"),
-            _num(row["fit_seconds"], ".0f"), _num(row["sample_seconds_per_volume"], ".2f"), str(row["n_seeds"]),
-            str(row["n_cases"]), f"{row['dataset']} / {row['profile']}"]
+def _delta(column: str, key: str) -> Callable[[dict], str]:
+    scale = metric_of(column).delta_scale
+    return lambda row: "" if row.get(key) is None else f"{scale * row[key]:+.2f}"
 
 
-DISPLAY_HEADER = ["#", "generator", "Δ Dice (pts)", "95% CI", "p (Holm)", "Dice", "FID (real floor)", "FID Δ%",
-                  "KID", "MS-SSIM", "fit (s)", "s / volume", "seeds", "test cases", "dataset / profile"]
+def _ci(low: str, high: str, scale: float) -> Callable[[dict], str]:
+    return lambda row: "" if row.get(low) is None else f"[{scale * row[low]:+.2f}, {scale * row[high]:+.2f}]"
+
+
+def _fid(row: dict) -> str:
+    text = _num(row["fid"], ".2f")
+    return text + (f" ({row['fid_floor']:.2f})" if row["fid"] is not None and row["fid_floor"] is not None else "")
+
+
+@dataclass(frozen=True)
+class DisplayColumn:
+    header: str
+    latex: str | None
+    """LaTeX header; None: Markdown only."""
+    cell: Callable[[dict], str]
+
+
+def display_columns() -> list[DisplayColumn]:
+    primary = metric_of(PRIMARY)
+    columns = [
+        DisplayColumn("#", None, lambda r: _num(r["rank"], "d") or "ref"),
+        DisplayColumn("generator", "Generator", lambda r: r["generator"]),
+        DisplayColumn(f"Δ {primary.label} ({primary.delta_unit})", rf"$\Delta${primary.label} ({primary.delta_unit})",
+                      _delta(PRIMARY, "delta_dice_mean")),
+        DisplayColumn("95% CI", r"95\% CI", _ci("ci_low", "ci_high", primary.delta_scale)),
+        DisplayColumn("p (Holm)", r"$p_\mathrm{Holm}$", lambda r: _num(r["p_holm"], ".3g")),
+        DisplayColumn(primary.label, primary.label, lambda r: _num(r["dice_mean"], primary.value_format)),
+    ]
+    for column in _secondary():
+        metric = metric_of(column)
+        unit = f" ({metric.delta_unit})" if metric.delta_unit else ""
+        columns += [
+            DisplayColumn(f"Δ {metric.label}{unit} [95% CI]", rf"$\Delta${metric.label}{unit}",
+                          lambda r, c=column, m=metric: "" if r.get(f"delta_{c}") is None else
+                          f"{_delta(c, f'delta_{c}')(r)} {_ci(f'delta_{c}_ci_low', f'delta_{c}_ci_high', m.delta_scale)(r)}"),
+            DisplayColumn(f"p {metric.label} (Holm)", None, lambda r, c=column: _num(r.get(f"p_holm_{c}"), ".3g")),
+        ]
+    return columns + [
+        DisplayColumn("FID (real floor)", "FID", _fid),
+        DisplayColumn("FID Δ%", None, lambda r: _num(r["fid_reduction_pct"], "+.1f")),
+        DisplayColumn("KID", "KID", lambda r: _num(r["kid_mean"], ".4f")),
+        DisplayColumn("MS-SSIM", "MS-SSIM", lambda r: _num(r["ms_ssim"], ".3f")),
+        DisplayColumn("fit (s)", "Fit (s)", lambda r: _num(r["fit_seconds"], ".0f")),
+        DisplayColumn("s / volume", "s/vol", lambda r: _num(r["sample_seconds_per_volume"], ".2f")),
+        DisplayColumn("seeds", None, lambda r: str(r["n_seeds"])),
+        DisplayColumn("test cases", None, lambda r: str(r["n_cases"])),
+        DisplayColumn("dataset / profile", None, lambda r: f"{r['dataset']} / {r['profile']}"),
+    ]
+
+
+def _groups(rows: list[dict]) -> list[list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["comparability_key"], []).append(row)
+    return list(out.values())
+
+
+def _footnote(rows: list[dict]) -> str:
+    runs = sorted({row["run_id"] for row in rows})
+    family = max((row["holm_family_size"] or 0) for row in rows)
+    return (f"Comparability key `{rows[0]['comparability_key']}` ({rows[0]['dataset']} / {rows[0]['profile']}); "
+            f"Holm family: the {family} generator(s) of this group. Computed by foscu-bench from the per-case rows of "
+            f"{len(runs)} run(s): {', '.join(runs)}.")
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(DISPLAY_HEADER) + " |", "|" + "---|" * len(DISPLAY_HEADER)]
-    lines += ["| " + " | ".join(_display(row)) + " |" for row in rows]
-    runs = sorted({row["run_id"] for row in rows})
-    notes = [
-        "",
-        "Δ Dice: real+synthetic minus real-only liver Dice in Dice points, per test case averaged over seeds; "
-        "95% CI: two-level bootstrap (cases x paired seeds); p: Wilcoxon signed-rank over test cases, Holm-corrected "
-        "across all generators of the same dataset and profile. FID in brackets: real-vs-real floor at the same "
-        "sample size; FID Δ%: reduction against the reference generator (same dataset, profile and extractor).",
-        f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.",
+    columns = display_columns()
+    out = []
+    for group in _groups(rows):
+        out += ["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
+        out += ["| " + " | ".join(c.cell(row) for c in columns) + " |" for row in group]
+        out += ["", _footnote(group), ""]
+    out += [
+        "Δ: real+synthetic minus real-only, per test case averaged over seeds (Dice in points, x100); 95% CI: two-level "
+        "bootstrap (cases x paired seeds); p: Wilcoxon signed-rank over test cases, Holm-corrected across the "
+        "generators of the group. FID in brackets: real-vs-real floor at the same sample size; FID Δ%: reduction "
+        "against the reference generator of the same group.",
     ]
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(out) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=data_columns(), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else (f"{v:.10g}" if isinstance(v, float) else v)) for k, v in row.items()})
@@ -164,26 +218,25 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(rows: list[dict]) -> str:
-    header = ["Generator", r"$\Delta$Dice (pts)", r"95\% CI", r"$p_\mathrm{Holm}$", "Dice", "FID", "KID",
-              "MS-SSIM", "Fit (s)", "s/vol"]
-    body = []
-    for row in rows:
-        d = _display(row)
-        cells = [d[1], d[2], d[3], d[4], d[5], d[6], d[8], d[9], d[10], d[11]]
-        body.append(" & ".join(_latex_escape(c) if i == 0 else _latex_escape(c).replace("-", "$-$")
-                               for i, c in enumerate(cells)) + r" \\")
-    datasets = sorted({f"{r['dataset']} / {r['profile']}" for r in rows})
-    caption = (r"Liver Dice of real+synthetic training against real-only (" + _latex_escape(", ".join(datasets))
-               + r"). $\Delta$Dice in Dice points over held-out cases, seed-averaged; CI by two-level bootstrap; "
-               r"Wilcoxon signed-rank $p$, Holm-corrected. FID in brackets: real-vs-real floor.")
-    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + caption + "}",
-                      r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-                      " & ".join(header) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-                      r"\end{table}"]) + "\n"
+    columns = [c for c in display_columns() if c.latex is not None]
+    tables = []
+    for group in _groups(rows):
+        body = [" & ".join(_latex_escape(c.cell(row)) if i == 0 else _latex_escape(c.cell(row)).replace("-", "$-$")
+                           for i, c in enumerate(columns)) + r" \\" for row in group]
+        caption = (r"Liver segmentation with real+synthetic training against real-only ("
+                   + _latex_escape(f"{group[0]['dataset']} / {group[0]['profile']}")
+                   + r"). $\Delta$ over held-out cases, seed-averaged; CI by two-level bootstrap; Wilcoxon "
+                     r"signed-rank $p$, Holm-corrected over the group's generators. FID in brackets: real-vs-real "
+                     r"floor. Comparability key \texttt{" + group[0]["comparability_key"] + "}.")
+        tables.append("\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + caption + "}",
+                                 r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
+                                 " & ".join(c.latex for c in columns) + r" \\", r"\midrule", *body, r"\bottomrule",
+                                 r"\end{tabular}", r"\end{table}"]))
+    return "\n\n".join(tables) + "\n"
 
 
 def to_json(rows: list[dict]) -> str:
-    return json.dumps({"schema_version": 1, "columns": list(COLUMNS), "rows": rows}, indent=2, sort_keys=True) + "\n"
+    return json.dumps({"schema_version": 2, "columns": data_columns(), "rows": rows}, indent=2, sort_keys=True) + "\n"
 
 
 RENDERERS = {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

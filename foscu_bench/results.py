@@ -15,15 +15,17 @@ import numpy as np
 import pandas as pd
 
 from foscu_bench.errors import DataError
+from foscu_bench.metrics.spec import PRIMARY, compared_columns, metric_columns
 from foscu_bench.stats import compare_paired, holm, metric_matrix
 
 REFERENCE = "real-only"
 """The ``generator`` value of the real-only arm in metrics.csv."""
-METRIC_COLUMNS = ("dice_liver", "nsd_liver", "hd95_liver", "dice_tumour", "nsd_tumour", "hd95_tumour")
+METRIC_COLUMNS = metric_columns()
 ROW_KEYS = ("generator", "arm", "seed", "case_id")
-PRIMARY_METRIC = "dice_liver"
-COMPARED_METRICS = ("dice_liver", "nsd_liver", "hd95_liver", "dice_tumour")
-"""Metrics compared between arms; tumour metrics only over test cases with a reference tumour."""
+PRIMARY_METRIC = PRIMARY
+COMPARED_METRICS = compared_columns()
+"""Metrics compared between arms (``metrics.spec``); tumour metrics only over test cases with a reference tumour."""
+COMPARED_ARMS = ("real+synthetic", "synthetic")
 
 
 @dataclass
@@ -155,11 +157,14 @@ def compute_stats(frame: pd.DataFrame) -> dict:
     """
     generators = sorted(g for g in frame["generator"].unique() if g != REFERENCE)
     comparisons: dict[tuple[str, str, str], dict] = {}
-    for arm in ("real+synthetic", "synthetic"):
+    families: dict[str, list[str]] = {}
+    for arm in COMPARED_ARMS:
         for metric in COMPARED_METRICS:
             found = {g: _comparison(frame, g, arm, metric) for g in generators}
             found = {g: c for g, c in found.items() if c is not None}
             adjusted = holm([c["p_value"] for c in found.values()]) if found else []
+            if found:
+                families[f"{arm}/{metric}"] = sorted(found)
             for (g, c), p_adj in zip(found.items(), adjusted):
                 c["p_holm"] = float(p_adj)
                 c["holm_family_size"] = len(found)
@@ -185,7 +190,7 @@ def compute_stats(frame: pd.DataFrame) -> dict:
         per_generator[g] = entry
     return json_safe({"schema_version": 1, "reference": REFERENCE, "primary_metric": PRIMARY_METRIC,
                    "multiple_comparisons": "holm across generators, per metric and arm",
-                   "generators": per_generator, "arms": arm_summary(frame)})
+                   "holm_families": families, "generators": per_generator, "arms": arm_summary(frame)})
 
 
 def training_pairs(run: RunResult):

@@ -76,11 +76,7 @@ def image_label_consistency(pairs: Sequence[Pair], model, settings) -> np.ndarra
     High values mean the image shows the anatomy its label claims (the property a paired generator must have);
     compare with the same U-Net's Dice on real held-out cases, the ceiling at this resolution.
     """
+    from foscu_bench.metrics.segmentation import dice
     from foscu_bench.segmentation import predict
 
-    dice = []
-    for pair in pairs:
-        prediction = predict(model, pair.image, settings) > 0
-        reference = pair.label > 0
-        dice.append(2 * np.logical_and(prediction, reference).sum() / max(prediction.sum() + reference.sum(), 1))
-    return np.asarray(dice, dtype=float)
+    return np.asarray([dice(predict(model, pair.image, settings), pair.label) for pair in pairs], dtype=float)

@@ -45,17 +45,21 @@ def test_hf_export_round_trips_every_volume_through_load_dataset(exported):
     assert not list(folder.parent.glob(".tmp-*"))
 
 
-def test_dataset_card_yaml_names_the_features(exported):
+def test_dataset_card_metadata_and_features(exported):
+    import datasets
+    from huggingface_hub import DatasetCard
+
     _, folder = exported
     text = (folder / "README.md").read_text()
     _, header, body = text.split("---\n", 2)
     card = yaml.safe_load(header)
+    assert DatasetCard.load(folder / "README.md").data.to_dict() == card  # a valid huggingface_hub card
     assert card["license"] and card["task_categories"] == ["image-segmentation"]
     assert card["configs"][0]["data_files"][0]["path"] == "data/classic-aug/train-*.parquet"
-    names = [f["name"] for f in card["dataset_info"][0]["features"]]
-    assert {"image", "label", "spacing", "generator", "generator_config_hash", "seed", "liver_volume_ml",
-            "has_tumour", "profile"} <= set(names)
     assert card["dataset_info"][0]["splits"][0]["num_examples"] == 14
+    features = datasets.load_dataset(str(folder), "classic-aug", split="train").features
+    assert {"image", "label", "spacing", "generator", "generator_config_hash", "seed", "liver_volume_ml",
+            "has_tumour", "profile"} <= set(features)
     assert "not for clinical use" in body.lower() and "real-vs-real floor" in body
 
 

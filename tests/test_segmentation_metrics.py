@@ -1,4 +1,4 @@
-"""Dice / NSD / HD95 agree with an independent numpy/scipy implementation, anisotropic spacing included."""
+"""Dice / NSD / HD95 / RAVD agree with an independent numpy/scipy implementation, anisotropic spacing included."""
 
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def test_matches_independent_implementation(spacing):
         tol = 2.0 * max(spacing)
         ours = binary_metrics(pred, ref, spacing, tol)
         dice, nsd, hd95 = reference_metrics(pred, ref, spacing, tol)
-        assert ours.dice == pytest.approx(dice, rel=1e-6)
-        assert ours.nsd == pytest.approx(nsd, rel=1e-6)
-        assert ours.hd95 == pytest.approx(hd95, rel=1e-6)
+        assert ours["dice"] == pytest.approx(dice, rel=1e-6)
+        assert ours["nsd"] == pytest.approx(nsd, rel=1e-6)
+        assert ours["hd95"] == pytest.approx(hd95, rel=1e-6)
+        assert ours["ravd"] == pytest.approx(100 * abs(int(pred.sum()) - int(ref.sum())) / int(ref.sum()), rel=1e-12)
 
 
 def test_hand_computed_shift_along_thick_slices():
@@ -49,17 +50,17 @@ def test_hand_computed_shift_along_thick_slices():
     ref[3:7, 3:7, 3:7] = True
     pred = np.roll(ref, 1, axis=2)
     m = binary_metrics(pred, ref, (1.0, 1.0, 5.0), tolerance_mm=2.0)
-    assert m.dice == pytest.approx(0.75)
-    assert m.hd95 == pytest.approx(5.0)
+    assert m["dice"] == pytest.approx(0.75)
+    assert m["hd95"] == pytest.approx(5.0)
     # same shift in-plane at 1 mm: HD95 is 1 mm, everything within a 2 mm tolerance
     m2 = binary_metrics(np.roll(ref, 1, axis=0), ref, (1.0, 1.0, 5.0), tolerance_mm=2.0)
-    assert m2.hd95 == pytest.approx(1.0) and m2.nsd == pytest.approx(1.0)
+    assert m2["hd95"] == pytest.approx(1.0) and m2["nsd"] == pytest.approx(1.0)
 
 
 def test_identical_masks_are_perfect():
     ref = blob((16, 16, 16), (8, 8, 8), (5, 4, 3), (1, 1, 1))
     m = binary_metrics(ref, ref, (2, 2, 3))
-    assert (m.dice, m.nsd, m.hd95) == (1.0, 1.0, 0.0)
+    assert (m["dice"], m["nsd"], m["hd95"]) == (1.0, 1.0, 0.0)
 
 
 def test_empty_mask_conventions():
@@ -70,10 +71,20 @@ def test_empty_mask_conventions():
     diag = fov_diagonal_mm(empty.shape, spacing)
     assert diag == pytest.approx(np.sqrt(10 ** 2 + 24 ** 2 + 24 ** 2))
     both = binary_metrics(empty, empty, spacing)
-    assert (both.dice, both.nsd, both.hd95) == (1.0, 1.0, 0.0)
+    assert (both["dice"], both["nsd"], both["hd95"]) == (1.0, 1.0, 0.0)
     for pred, ref in ((empty, full), (full, empty)):
         m = binary_metrics(pred, ref, spacing)
-        assert (m.dice, m.nsd) == (0.0, 0.0) and m.hd95 == pytest.approx(diag)
+        assert (m["dice"], m["nsd"], m["ravd"]) == (0.0, 0.0, 100.0) and m["hd95"] == pytest.approx(diag)
+    assert both["ravd"] == 0.0
+
+
+def test_dice_helper_is_the_metric_and_its_empty_rule():
+    from foscu_bench.metrics.segmentation import dice
+
+    a = blob((16, 16, 16), (8, 8, 8), (5, 4, 3), (1, 1, 1))
+    b = np.roll(a, 2, axis=0)
+    assert dice(a, b) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), rel=1e-6)
+    assert dice(np.zeros_like(a), np.zeros_like(a)) == 1.0 and dice(a, np.zeros_like(a)) == 0.0
 
 
 def test_case_metrics_liver_includes_tumour_and_tumour_nan_without_reference():

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from foscu_bench.comparability import PROTOCOL_VERSION
+from foscu_bench.metrics.spec import empty_mask_policy
 from foscu_bench.runner.config import RUN_SCHEMA_VERSION
 from foscu_bench.runner.plan import step_record, steps
 from foscu_bench.store import Step, atomic_write_json
-
-EMPTY_MASK_POLICY = ("both empty: dice 1, nsd 1, hd95 0; one empty: dice 0, nsd 0, hd95 = field-of-view diagonal; "
-                     "tumour metrics NaN without a reference tumour")
 
 
 def now() -> str:
@@ -55,7 +54,8 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
             timings[s.kind] = timings.get(s.kind, 0.0) + float(record["seconds"])
     settings = ctx.profile.segmentation
     return {
-        "schema_version": RUN_SCHEMA_VERSION, "run_id": ctx.run_id, "status": status,
+        "schema_version": RUN_SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_id": ctx.run_id,
+        "status": status,
         "created": previous.get("created", now()),
         "config": asdict(ctx.config) | {"generators": list(ctx.config.generators), "n_synthetic": ctx.n_synthetic,
                                         "device_resolved": str(ctx.device)},
@@ -63,7 +63,7 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
         "dataset": ctx.dataset.describe() | {"fingerprint": ctx.fingerprint},
         "split": ctx.split.to_dict(),
         "segmentation": {"metric_implementation": "monai", "nsd_tolerance_mm": settings.nsd_tolerance_mm,
-                         "empty_mask_policy": EMPTY_MASK_POLICY,
+                         "empty_mask_policy": empty_mask_policy(),
                          "seed_controls": "U-Net init, data order, augmentation, generator sampling seed"},
         "generators": _generators(ctx),
         "versions": previous.get("versions", versions()),
