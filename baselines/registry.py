@@ -7,8 +7,7 @@ CLASSIC_AUG = register(GeneratorMeta(
     citation="Cardoso et al., MONAI: An open-source framework for deep learning in healthcare, arXiv:2211.02701 (2022)",
     reference="https://arxiv.org/abs/2211.02701",
     conditioning="real training pairs (random affine, elastic, bias field, gamma, noise)",
-    description="Conventional augmentation of real training pairs with MONAI random transforms.",
-    extra={"seconds_2cpu": {"quick": {"fit": 0.006, "sample_per_volume": 0.29}}}))
+    description="Conventional augmentation of real training pairs with MONAI random transforms."))
 
 SYNTHSEG = register(GeneratorMeta(
     name="synthseg", kind="rule-based", target="foscu_bench.baselines.synthseg:SynthSeg",
@@ -16,8 +15,7 @@ SYNTHSEG = register(GeneratorMeta(
              "retraining, Medical Image Analysis 86:102789 (2023)",
     reference="https://doi.org/10.1016/j.media.2023.102789",
     conditioning="deformed real training labels (+ k-means background pseudo-labels)",
-    description="Label-to-image domain randomisation: Gaussian-mixture intensities, blur, resolution, bias, noise.",
-    extra={"seconds_2cpu": {"quick": {"fit": 0.4, "sample_per_volume": 0.04}}}))
+    description="Label-to-image domain randomisation: Gaussian-mixture intensities, blur, resolution, bias, noise."))
 
 COND_DDPM = register(GeneratorMeta(
     name="cond-ddpm", kind="learned", target="foscu_bench.baselines.cond_ddpm:ConditionalDDPM",
@@ -25,8 +23,7 @@ COND_DDPM = register(GeneratorMeta(
              "IEEE JBHI 28(7):4084-4093 (2024)",
     reference="https://doi.org/10.1109/JBHI.2024.3385504",
     conditioning="deformed real training labels (channel concatenation)",
-    description="3D image-space DDPM conditioned on the label by channel concatenation; DDIM sampling.",
-    extra={"seconds_2cpu": {"quick": {"fit": 542, "sample_per_volume": 10.8}}}))
+    description="3D image-space DDPM conditioned on the label by channel concatenation; DDIM sampling."))
 
 COND_GAN = register(GeneratorMeta(
     name="cond-gan", kind="learned", target="foscu_bench.baselines.cond_gan:ConditionalGAN",
@@ -34,5 +31,4 @@ COND_GAN = register(GeneratorMeta(
              "CVPR 2017",
     reference="https://arxiv.org/abs/1611.07004",
     conditioning="deformed real training labels",
-    description="3D label-to-image pix2pix: U-Net generator, MONAI PatchDiscriminator, L1 + least-squares GAN loss.",
-    extra={"seconds_2cpu": {"quick": {"fit": 51, "sample_per_volume": 0.025}}}))
+    description="3D label-to-image pix2pix: U-Net generator, MONAI PatchDiscriminator, L1 + least-squares GAN loss."))

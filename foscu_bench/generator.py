@@ -31,9 +31,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import inspect
-import sys
-import types
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -209,35 +206,52 @@ def training_arrays(train) -> tuple[np.ndarray, np.ndarray]:
             np.stack([p.label for p in train]).astype(np.uint8))
 
 
+def _imported_modules(name: str, source: str) -> set[str]:
+    """Module names imported anywhere in ``source`` (module level and inside functions), relative ones resolved."""
+    import ast
+
+    package = name if name.endswith("__init__") else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules imported by name
+    return found
+
+
 def code_fingerprint(cls: type) -> str:
     """SHA-256 over the source of the modules a generator class is made of.
 
-    The modules are those of its class hierarchy, every module of the package that defines it, and the
-    ``foscu_bench`` modules those import at module level (transitively). Editing any of them changes the
-    fingerprint, and so the fit cache key: a fit is never reused across a code change that could alter it.
-    Imports made inside functions are not followed (keep generator code importing at module level).
+    The modules are those of its class hierarchy and every module of its own top-level package or of
+    ``foscu_bench`` that they import (anywhere in the file, transitively). Editing any of them changes the
+    fingerprint, and so the fit cache key: a fit is never reused across a code change that could alter it, while
+    editing an unrelated generator does not invalidate this one. Third-party libraries are covered by the
+    versions recorded in the manifest.
     """
-    import pkgutil
+    import importlib.util
 
     roots = {cls.__module__.split(".")[0], "foscu_bench"}
     pending = [c.__module__ for c in cls.__mro__ if c.__module__.split(".")[0] in roots]
-    package = cls.__module__.rpartition(".")[0]
-    if package:
-        pending += [f"{package}.{info.name}" for info in pkgutil.iter_modules(importlib.import_module(package).__path__)]
     seen: dict[str, str] = {}
     while pending:
         name = pending.pop()
-        if name in seen:
+        if name in seen or name.split(".")[0] not in roots:
             continue
-        module = importlib.import_module(name)
         try:
-            seen[name] = inspect.getsource(module)
-        except (OSError, TypeError):
-            seen[name] = ""
-        for value in vars(module).values():
-            target = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-            if isinstance(target, str) and target.split(".")[0] in roots and target not in seen:
-                pending.append(target)
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue  # a name imported from a module, not a module
+        seen[name] = Path(spec.origin).read_text()
+        pending += sorted(_imported_modules(name if not spec.origin.endswith("__init__.py") else f"{name}.__init__",
+                                            seen[name]) - set(seen))
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(name.encode() + b"\0" + seen[name].encode() + b"\0")

@@ -18,8 +18,6 @@ class Reporter(Protocol):
 
     def step_done(self) -> None: ...
 
-    def note(self, message: str) -> None: ...
-
 
 class NullReporter:
     """Reports nothing (``--quiet``, ``--json``, library use)."""
@@ -32,9 +30,6 @@ class NullReporter:
         yield lambda *args, **kwargs: None
 
     def step_done(self) -> None:
-        pass
-
-    def note(self, message: str) -> None:
         pass
 
 
@@ -79,6 +74,3 @@ class RichReporter:
 
     def step_done(self) -> None:
         self.progress.advance(self.overall)
-
-    def note(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False)

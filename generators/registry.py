@@ -9,8 +9,7 @@ DUO_DIFFUSION = register(GeneratorMeta(
     name="duo-diffusion", kind="learned", target="foscu_bench.generators.duo_diffusion.generator:DuoDiffusion",
     citation=_CITATION, reference="https://arxiv.org/abs/2312.12407",
     conditioning="generated labels (label latent diffusion), image by ControlNet latent diffusion",
-    description="3D label LDM, then a ControlNet on an image LDM renders an MRI volume for each generated label.",
-    extra={"seconds_2cpu": {"quick": {"fit": 706, "sample_per_volume": 1.47}}}))
+    description="3D label LDM, then a ControlNet on an image LDM renders an MRI volume for each generated label."))
 
 DUO_DIFFUSION_REAL_LABELS = register(GeneratorMeta(
     name="duo-diffusion-real-labels", kind="learned",

@@ -56,12 +56,25 @@ def test_save_load_sample_identical_and_samplers(fitted, tmp_path):
         next(loaded.sample(1, seed=3, sampler="rflow"))
 
 
-def test_images_follow_their_control_label(fitted):
-    """Stage 2 is conditioned: two different controls with the same noise seed give different images."""
+def test_images_follow_their_control_label_only_through_the_controlnet(fitted):
+    """The label reaches the image only through the ControlNet's residuals: two controls with the same noise give
+    different images, and identical ones once the ControlNet's zero-initialised output convolutions are zero."""
+    import copy
+
     labels = fitted.generate_labels(2, seed=11)
+    assert not np.array_equal(labels[0], labels[1])
     a = fitted.images_for_labels([labels[0]], seed=5)[0]
     b = fitted.images_for_labels([labels[1]], seed=5)[0]
     assert not np.allclose(a, b)
+    assert np.array_equal(a, fitted.images_for_labels([labels[0]], seed=5)[0])  # same control, same image
+    silenced = copy.deepcopy(fitted)
+    with torch.no_grad():
+        for name, parameter in silenced.modules["controlnet"].named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                parameter.zero_()
+    a0 = silenced.images_for_labels([labels[0]], seed=5)[0]
+    b0 = silenced.images_for_labels([labels[1]], seed=5)[0]
+    np.testing.assert_array_equal(a0, b0)
 
 
 def test_training_resumes_exactly_after_a_crash(train, tmp_path):

@@ -170,13 +170,25 @@ def test_invalid_samples_are_caught(fitted):
         G.sample_validated(Broken(), 2, 0, TINY.shape)
 
 
-def test_sample_report_and_components(fitted, tiny_split):
+def test_sample_report_measures_what_it_says(tiny_split):
+    """Each check on pairs with a known difference from the real ones: the report must find exactly that."""
+    from scipy import ndimage
+
     _, train = tiny_split
-    pairs = G.sample_validated(fitted["synthseg"], 6, seed=2, shape=TINY.shape)
-    report = sample_report(pairs, list(train))
-    assert 0 <= report["liver_volume_ks"] <= 1 and 0 <= report["one_dominant_liver_fraction"] <= 1
-    assert set(report["intensity_wasserstein"]) >= {"background", "liver"}
-    assert report["max_training_correlation"] < COPY_CORRELATION
+    real = list(train)
+    brighter = [replace(p, image=np.where(p.label[None] == 1, p.image + 0.1, p.image).astype(np.float32)) for p in real]
+    report = sample_report(brighter, real)
+    assert report["liver_volume_ks"] == 0.0 and report["liver_volume_ks_p"] == 1.0  # the same labels
+    assert report["intensity_wasserstein"]["liver"] == pytest.approx(0.1, abs=1e-6)  # exactly the shift
+    assert report["intensity_wasserstein"]["background"] == pytest.approx(0.0, abs=1e-12)
+    assert report["max_training_correlation"] > COPY_CORRELATION  # near copies are flagged
+    smaller = [replace(p, label=np.where(ndimage.binary_erosion(p.label > 0), p.label, 0).astype(np.uint8))
+               for p in real]
+    report = sample_report(smaller, real)
+    assert report["liver_volume_ks"] == 1.0 and report["liver_volume_ks_p"] < 1e-3  # every liver shrank
+    assert report["liver_ml_synthetic_mean"] < report["liver_ml_real_mean"]
+    expected = np.mean([liver_components(p.label)[1] >= 0.95 for p in smaller])
+    assert report["one_dominant_liver_fraction"] == pytest.approx(expected)
     json.dumps(report)
     two = np.zeros((10, 10, 10), np.uint8)
     two[1:4, 1:4, 1:4] = 1

@@ -43,10 +43,6 @@ class Split:
                    seed=int(data["seed"]), fractions=tuple(data["fractions"]),  # type: ignore[arg-type]
                    held_out_patients=tuple(data.get("held_out_patients", ())))
 
-    @property
-    def held_out(self) -> frozenset[str]:
-        return frozenset(self.val) | frozenset(self.test)
-
 
 def make_split(case_to_patient: dict[str, str], seed: int,
                fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)) -> Split:

@@ -240,7 +240,8 @@ def build_autoencoder():
 
 
 def train_autoencoder(images: np.ndarray, seed: int, iterations: int, device: str = "cpu"):
-    """Reconstruction (L1 + MSE) on the training images with random flips-free crops; deterministic on CPU."""
+    """Reconstruction (L1 + MSE) of whole training volumes in random mini-batches (no crops, no flips); deterministic
+    on CPU."""
     import torch
 
     torch.manual_seed(seed)

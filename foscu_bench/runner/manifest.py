@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from foscu_bench.comparability import PROTOCOL_VERSION
+from foscu_bench.metrics.segmentation import METRIC_IMPLEMENTATION
 from foscu_bench.metrics.spec import empty_mask_policy
 from foscu_bench.runner.config import RUN_SCHEMA_VERSION
 from foscu_bench.runner.plan import step_record, steps
@@ -62,7 +63,7 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
         "profile": ctx.profile.to_dict(),
         "dataset": ctx.dataset.describe() | {"fingerprint": ctx.fingerprint},
         "split": ctx.split.to_dict(),
-        "segmentation": {"metric_implementation": "monai", "nsd_tolerance_mm": settings.nsd_tolerance_mm,
+        "segmentation": {"metric_implementation": METRIC_IMPLEMENTATION, "nsd_tolerance_mm": settings.nsd_tolerance_mm,
                          "empty_mask_policy": empty_mask_policy(),
                          "seed_controls": "U-Net init, data order, augmentation, generator sampling seed"},
         "generators": _generators(ctx),

@@ -1,0 +1,93 @@
+"""Leaderboard and figures pool runs only under one comparability key, with one real-only arm and one Holm family."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from foscu_bench.comparability import comparability_key, group_runs
+from foscu_bench.errors import ConfigError
+from foscu_bench.leaderboard import leaderboard_rows, render
+from foscu_bench.results import load_run, read_metrics
+from foscu_bench.stats import holm
+
+
+def _copy_as(run_dir: Path, out: Path, run_id: str, rename: str | None = None, edit=None) -> Path:
+    """A copy of a finished run under a new id, optionally with its generator renamed or its rows edited."""
+    copy = out / run_id
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("synthetic", "steps"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["run_id"] = run_id
+    metrics = read_metrics(copy / "metrics.csv")
+    if rename:
+        manifest["generators"] = {rename: manifest["generators"]["classic-aug"]}
+        manifest["config"]["generators"] = [rename]
+        metrics.loc[metrics["generator"] == "classic-aug", "generator"] = rename
+        fidelity = json.loads((copy / "fidelity.json").read_text())
+        fidelity["generators"] = {rename: fidelity["generators"]["classic-aug"]}
+        (copy / "fidelity.json").write_text(json.dumps(fidelity))
+    if edit:
+        edit(manifest, metrics)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    metrics.to_csv(copy / "metrics.csv", index=False)
+    return copy
+
+
+def test_a_group_of_one_run_has_the_runs_own_statistics(finished_run):
+    run_dir, _ = finished_run
+    (group,) = group_runs([load_run(run_dir)])
+    assert group.stats == json.loads((run_dir / "stats.json").read_text())
+    assert group.stats["holm_families"]["real+synthetic/dice_liver"] == ["classic-aug"]
+    row = leaderboard_rows(run_dir)[0]
+    assert row["p_holm"] == group.stats["generators"]["classic-aug"]["p_holm"] and row["holm_family_size"] == 1
+
+
+def test_runs_with_one_key_share_one_real_only_arm_and_one_holm_family(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    out = tmp_path / "runs"
+    _copy_as(run_dir, out, "run-a")
+    _copy_as(run_dir, out, "run-b", rename="other-gen",
+             edit=lambda m, f: f.__setitem__("dice_liver", f["dice_liver"].where(f["generator"] == "real-only",
+                                                                                 f["dice_liver"] - 0.01)))
+    runs = [load_run(p) for p in sorted(out.iterdir())]
+    assert comparability_key(runs[0]) == comparability_key(runs[1])
+    (group,) = group_runs(runs)
+    real = group.frame[group.frame["generator"] == "real-only"]
+    assert len(real) == len(runs[0].metrics[runs[0].metrics["generator"] == "real-only"])  # once, not twice
+    family = group.stats["holm_families"]["real+synthetic/dice_liver"]
+    assert family == ["classic-aug", "other-gen"]
+    p = [group.stats["generators"][g]["p_value"] for g in family]
+    assert [group.stats["generators"][g]["p_holm"] for g in family] == pytest.approx(list(holm(p)))
+    rows = leaderboard_rows(out)
+    assert [r["generator"] for r in rows] == ["classic-aug", "other-gen", "real-only"]
+    assert {r["holm_family_size"] for r in rows[:2]} == {2}
+    assert "Holm family: the 2 generator(s) of this group" in render(rows, "md")
+
+
+def test_runs_whose_real_only_arms_differ_are_refused(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    out = tmp_path / "runs"
+    _copy_as(run_dir, out, "run-a")
+    _copy_as(run_dir, out, "run-b", rename="other-gen",
+             edit=lambda m, f: f.__setitem__("dice_liver", f["dice_liver"] + 0.001))
+    with pytest.raises(ConfigError, match="real-only arms differ"):
+        leaderboard_rows(out)
+
+
+def test_runs_with_different_keys_are_never_pooled(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    out = tmp_path / "runs"
+    _copy_as(run_dir, out, "run-a")
+    _copy_as(run_dir, out, "run-b", rename="other-gen",
+             edit=lambda m, f: m["profile"]["segmentation"].__setitem__("iterations", 1))
+    groups = group_runs([load_run(p) for p in sorted(out.iterdir())])
+    assert len(groups) == 2 and all(len(g.runs) == 1 for g in groups)
+    rows = leaderboard_rows(out)
+    assert sum(r["generator"] == "real-only" for r in rows) == 2  # one reference row per group
+    assert all(r["holm_family_size"] == 1 for r in rows if r["generator"] != "real-only")
+    assert len({r["comparability_key"] for r in rows}) == 2
+    assert render(rows, "latex").count(r"\begin{table}") == 2
