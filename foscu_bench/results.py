@@ -77,24 +77,27 @@ def _read_json(path: Path) -> dict:
 
 def load_run(directory: str | Path) -> RunResult:
     """A completed run directory (manifest.json + metrics.csv; fidelity.json when present)."""
-    directory = Path(directory)
-    manifest_path, metrics_path = directory / "manifest.json", directory / "metrics.csv"
-    if not manifest_path.is_file():
-        raise DataError(directory, "no manifest.json: not a foscu-bench run directory")
-    if not metrics_path.is_file():
-        raise DataError(directory, "run has no metrics.csv yet (unfinished? re-run the same command to resume)")
-    fidelity_path = directory / "fidelity.json"
-    fidelity = _read_json(fidelity_path) if fidelity_path.is_file() else {}
-    return RunResult(directory, _read_json(manifest_path), read_metrics(metrics_path), fidelity)
+    from foscu_bench.store import RunLayout
+
+    layout = RunLayout(Path(directory))
+    if not layout.manifest.is_file():
+        raise DataError(layout.directory, "no manifest.json: not a foscu-bench run directory")
+    if not layout.metrics.is_file():
+        raise DataError(layout.directory, "run has no metrics.csv yet (unfinished? re-run the same command to resume)")
+    fidelity = _read_json(layout.fidelity) if layout.fidelity.is_file() else {}
+    return RunResult(layout.directory, _read_json(layout.manifest), read_metrics(layout.metrics), fidelity)
 
 
 def find_runs(root: str | Path) -> list[RunResult]:
     """Every completed run under ``root`` (``root`` itself may be a run directory), sorted by run id."""
+    from foscu_bench.store import RunLayout
+
     root = Path(root)
     if not root.exists():
         raise DataError(root, "runs directory not found")
-    manifests = [root / "manifest.json"] if (root / "manifest.json").is_file() else sorted(root.glob("*/manifest.json"))
-    runs = [load_run(m.parent) for m in manifests if (m.parent / "metrics.csv").is_file()]
+    layouts = [RunLayout(root)] if RunLayout(root).manifest.is_file() else [
+        RunLayout(m.parent) for m in sorted(root.glob(f"*/{RunLayout(root).manifest.name}"))]
+    runs = [load_run(layout.directory) for layout in layouts if layout.metrics.is_file()]
     return sorted(runs, key=lambda r: r.run_id)
 
 
