@@ -173,6 +173,18 @@ def run(
                                                                        "as real training cases)."),
     synthetic_only: bool = typer.Option(False, "--synthetic-only", help="Also train synthetic-only U-Nets."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the patient-level split."),
+    real_cases: str = typer.Option("all", "--real-cases", help="Real-data levels: numbers of real training cases "
+                                                                 "(nested seeded subsets) or 'all', e.g. 4,8,16,all."),
+    real_draws: int = typer.Option(1, "--real-draws", min=1, help="Subset draws per level below 'all'."),
+    synthetic_fraction: Optional[float] = typer.Option(None, "--synthetic-fraction",
+                                                       help="Share of real+synthetic training samples drawn from "
+                                                            "the synthetic pool (default: proportional to pool sizes)."),
+    exposure_matched: bool = typer.Option(False, "--exposure-matched",
+                                          help="Also train real+synthetic U-Nets that see each real case as often "
+                                               "as real-only (iterations / (1 - synthetic share))."),
+    controls: bool = typer.Option(True, "--controls/--no-controls",
+                                  help="Run the positive (phantom-oracle, phantom only) and negative "
+                                       "(mismatched-labels) controls beside the generators."),
     plan: bool = typer.Option(False, "--plan", help="Print the steps, what is done and an estimated time; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's stats as JSON (implies --quiet)."),
@@ -183,10 +195,12 @@ def run(
     """
     from foscu_bench.reporting import NullReporter, RichReporter
     from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.config import parse_real_cases
 
     config = RunConfig(generators=tuple(generator), seeds=seeds, dataset=dataset, label_map=label_map,
                        profile=profile, device=device, synthetic=synthetic, synthetic_only=synthetic_only,
-                       split_seed=split_seed)
+                       split_seed=split_seed, real_cases=parse_real_cases(real_cases), real_draws=real_draws,
+                       synthetic_fraction=synthetic_fraction, exposure_matched=exposure_matched, controls=controls)
     silent = quiet or as_json
     reporter = NullReporter() if silent or plan else RichReporter(err_console)
     prepared = prepare(config, out, reporter)
@@ -232,42 +246,79 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def calibration_line(stats: dict) -> str:
+    """One line: positive control delta [CI], negative control delta [CI], minimum detectable effect (largest level)."""
+    if not stats.get("calibration"):
+        return "calibration: no controls in this run (--no-controls): nothing shows that this protocol can detect a gain"
+    level = max(stats["calibration"], key=int)
+    c = stats["calibration"][level]
+
+    def part(name: str, entry: dict | None, detected: str) -> str:
+        if entry is None:
+            return f"{name} control: not run"
+        mark = "detected" if c.get(detected) else "NOT detected"
+        return (f"{name} control {100 * entry['delta_dice_mean']:+.2f} [{100 * entry['ci_low']:+.2f}, "
+                f"{100 * entry['ci_high']:+.2f}] pts, p(Holm) {entry['p_holm']:.2g} ({mark})")
+
+    mde = "-" if c.get("mde") is None else f"{100 * c['mde']:.2f}"
+    verdict = "calibration passed" if c.get("passed") else "CALIBRATION FAILED: do not trust a null result"
+    return (f"calibration at {level} real cases: {part('positive', c['positive'], 'positive_detected')}; "
+            f"{part('negative', c['negative'], 'negative_detected')}; minimum detectable effect {mde} pts; {verdict}")
+
+
 def _print_summary(prepared, stats: dict, manifest: dict) -> None:
-    """The run's stats.json as a table: one delta [CI] and Holm p per leaderboard metric (``metrics.spec``)."""
+    """The run's stats.json as a table per real-data level: one delta [CI] and Holm p per leaderboard metric
+    (``metrics.spec``), the real-case equivalent, then the calibration line."""
     from foscu_bench.metrics.spec import PRIMARY, leaderboard_columns, metric_of
 
     fidelity = json.loads(prepared.layout.fidelity.read_text()).get("generators", {})
-    table = Table(title=f"{prepared.run_id}: {len(prepared.split.test)} held-out cases x {prepared.config.seeds} seeds "
-                        f"(Holm over the run's {len(stats['generators'])} generator(s))")
     primary = metric_of(PRIMARY)
-    table.add_column("arm")
-    table.add_column(f"{primary.label} (sd over seeds)")
-    for column in leaderboard_columns():
-        metric = metric_of(column)
-        table.add_column(f"Δ {metric.label} {metric.delta_unit} [95% CI]".replace("  ", " "))
-        table.add_column("p (Holm)")
-    table.add_column("FID")
-    table.add_column("KID")
-    arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
-    real = arms[("real-only", "real")]
-    table.add_row("real-only", f"{real[PRIMARY]:.3f} ({_fmt(real.get(f'{PRIMARY}_seed_sd'))})",
-                  *(["-", "-"] * len(leaderboard_columns())), "-", "-")
-    for name, entry in stats["generators"].items():
-        arm = arms[(name, "real+synthetic")]
-        cells = []
+    arms = {(a["generator"], a["arm"], a["n_real"]): a for a in stats["arms"]}
+    equivalents = stats.get("real_case_equivalent", {})
+    for level in stats["levels"]:
+        table = Table(title=f"{prepared.run_id}: {level} real training cases, {len(prepared.split.test)} held-out "
+                            f"cases x {prepared.config.seeds} seeds (Holm within generators and within controls)")
+        table.add_column("arm")
+        table.add_column(f"{primary.label} (sd over seeds)")
         for column in leaderboard_columns():
-            comparison = entry.get("metrics", {}).get(column)
-            scale = metric_of(column).delta_scale
-            cells += ["-", "-"] if comparison is None else [
-                f"{scale * comparison['delta_mean']:+.2f} [{scale * comparison['ci_low']:+.2f}, "
-                f"{scale * comparison['ci_high']:+.2f}]", _fmt(comparison.get("p_holm"))]
-        fid = fidelity.get(name, {})
-        table.add_row(f"real + {name}", f"{arm[PRIMARY]:.3f} ({_fmt(arm.get(f'{PRIMARY}_seed_sd'))})", *cells,
-                      _fmt(fid.get("fid"), ".2f"), _fmt(fid.get("kid_mean"), ".4f"))
-    console.print(table)
+            metric = metric_of(column)
+            table.add_column(f"Δ {metric.label} {metric.delta_unit} [95% CI]".replace("  ", " "))
+            table.add_column("p (Holm)")
+        table.add_column("worth (real cases)")
+        table.add_column("FID")
+        real = arms[("real-only", "real", level)]
+        table.add_row("real-only", f"{real[PRIMARY]:.3f} ({_fmt(real.get(f'{PRIMARY}_seed_sd'))})",
+                      *(["-", "-"] * len(leaderboard_columns())), "-", "-")
+        for name, entry in stats["generators"].items():
+            block = entry["levels"].get(str(level))
+            if block is None:
+                continue
+            arm = arms[(name, "real+synthetic", level)]
+            cells = []
+            for column in leaderboard_columns():
+                comparison = block.get("metrics", {}).get(column)
+                scale = metric_of(column).delta_scale
+                cells += ["-", "-"] if comparison is None else [
+                    f"{scale * comparison['delta_mean']:+.2f} [{scale * comparison['ci_low']:+.2f}, "
+                    f"{scale * comparison['ci_high']:+.2f}]", _fmt(comparison.get("p_holm"))]
+            worth = equivalents.get(name, {}).get(str(level))
+            worth = "-" if worth is None else _worth(worth)
+            fid = fidelity.get(name, {}) if level == stats["levels"][-1] else {}
+            label = f"real + {name}" + (" (control)" if entry.get("kind") == "control" else "")
+            table.add_row(label, f"{arm[PRIMARY]:.3f} ({_fmt(arm.get(f'{PRIMARY}_seed_sd'))})", *cells, worth,
+                          _fmt(fid.get("fid"), ".2f"))
+        console.print(table)
+    console.print(calibration_line(stats))
     last = manifest["invocations"][-1]
     console.print(f"results in {prepared.directory} (this invocation: {last['steps_run']} steps, "
                   f"{last['wall_seconds'] / 60:.1f} min, peak memory {last['peak_memory_mb']:.0f} MiB)")
+
+
+def _worth(entry: dict) -> str:
+    def show(value) -> str:
+        return value if isinstance(value, str) else f"{value:.1f}"
+
+    return f"{show(entry['equivalent'])} [{show(entry['ci_low'])}, {show(entry['ci_high'])}]"
 
 
 @app.command("leaderboard")

@@ -1,10 +1,11 @@
 """Which stored runs may share a table: a comparability key, and run groups with one real-only arm.
 
 Numbers are pooled only across runs with the same dataset fingerprint, split, profile content, seeds, protocol
-version and fidelity extractor. Within a group every run must have the identical real-only arm (same rows); the
-group's per-case rows are merged and its statistics computed once with ``compute_stats``, exactly as a single
-run's stats.json is, so the Holm family is declared in one place and the leaderboard, the figures and a run's
-own stats.json agree whenever the group is one run.
+version and fidelity extractor. Within a group the real-only arms must agree wherever two runs share a (real-data
+level, draw, seed, case): a grid split over several runs is merged level by level. The group's per-case rows are
+merged and its statistics computed once with ``compute_stats``, exactly as a single run's stats.json is, so the
+Holm families are declared in one place and the leaderboard, the figures and a run's own stats.json agree
+whenever the group is one run.
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from foscu_bench.errors import ConfigError
 from foscu_bench.hashing import json_hash
 from foscu_bench.results import REFERENCE, RunResult, compute_stats
 
-PROTOCOL_VERSION = 1
-"""Bump when the protocol changes what a number means (arms, budgets, statistics): old runs form their own group."""
+PROTOCOL_VERSION = 2
+"""Bump when the protocol changes what a number means (arms, budgets, statistics): old runs form their own group.
+2: real-data levels, controls, crossed random-effects test (seeds random)."""
 
 
 def extractor_id(fidelity: dict) -> str | None:
-    """Extractor name + checkpoint: fidelity numbers are comparable only between runs with the same one."""
+    """Extractor name, + the weights hash of a pretrained one: fidelity numbers are comparable only between runs
+    with the same extractor. A suite-trained extractor is fixed by its name, the dataset, the split and the level,
+    all of which are in the comparability key or the row."""
     extractor = fidelity.get("extractor", {})
     if not extractor:
         return None
-    return f"{extractor['name']}@{extractor.get('checkpoint') or extractor.get('weights_sha256', '')[:16]}"
+    weights = extractor.get("weights_sha256")
+    return f"{extractor['name']}@{weights[:16]}" if weights else extractor["name"]
 
 
 def comparability_key(run: RunResult) -> dict:
@@ -46,6 +51,8 @@ class RunGroup:
     """(run_id, generator) -> the generator's name in ``frame`` (suffixed with the run id only if two runs of the
     group have the same generator)."""
     stats: dict = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    """Generator label -> kind (``control`` rows are shown apart and form their own Holm family)."""
 
     @property
     def key_id(self) -> str:
@@ -57,19 +64,32 @@ class RunGroup:
         return f"{first['dataset']['name']} / {first['profile']['name']}"
 
 
-def _real_only(run: RunResult) -> pd.DataFrame:
-    frame = run.metrics[run.metrics["generator"] == REFERENCE]
-    return frame.sort_values(["seed", "case_id"], kind="mergesort").reset_index(drop=True)
+LEVEL_KEYS = ["n_real", "draw", "seed", "case_id"]
+
+
+def _real_only(runs: list[RunResult]) -> pd.DataFrame:
+    """The group's real-only rows: the union over runs, identical wherever two runs share a (level, seed, case)."""
+    frames = [run.metrics[run.metrics["generator"] == REFERENCE] for run in runs]
+    columns = [list(f.columns) for f in frames]
+    if any(c != columns[0] for c in columns[1:]):
+        raise ConfigError(f"runs {', '.join(r.run_id for r in runs)} share a comparability key but their metrics.csv "
+                          f"columns differ (different foscu-bench versions?); put them in separate --runs folders")
+    union = pd.concat(frames, ignore_index=True).drop_duplicates()
+    clash = union[union.duplicated(LEVEL_KEYS, keep=False)]
+    if not clash.empty:
+        first = clash.iloc[0]
+        owners = [r.run_id for r, f in zip(runs, frames)
+                  if ((f["n_real"] == first["n_real"]) & (f["seed"] == first["seed"])).any()]
+        raise ConfigError(f"runs {', '.join(owners)} share a comparability key but their real-only arms differ (at "
+                          f"{int(first['n_real'])} real cases, seed {int(first['seed'])}, case {first['case_id']}: "
+                          f"different code or device?); put them in separate --runs folders")
+    return union.sort_values(LEVEL_KEYS, kind="mergesort").reset_index(drop=True)
 
 
 def make_group(key: dict, runs: list[RunResult]) -> RunGroup:
-    reference = _real_only(runs[0])
-    for run in runs[1:]:
-        other = _real_only(run)
-        if not (list(other.columns) == list(reference.columns) and other.equals(reference)):
-            raise ConfigError(f"runs {runs[0].run_id} and {run.run_id} share a comparability key but their real-only "
-                              f"arms differ (different code or device?); put them in separate --runs folders")
+    reference = _real_only(runs)
     counts: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     for run in runs:
         for generator in run.metrics["generator"].unique():
             counts[generator] = counts.get(generator, 0) + (generator != REFERENCE)
@@ -79,10 +99,11 @@ def make_group(key: dict, runs: list[RunResult]) -> RunGroup:
         for generator in rows["generator"].unique():
             label = generator if counts[generator] == 1 else f"{generator}@{run.run_id}"
             labels[(run.run_id, generator)] = label
+            kinds[label] = run.manifest.get("generators", {}).get(generator, {}).get("kind", "generator")
             rows.loc[rows["generator"] == generator, "generator"] = label
         parts.append(rows)
     frame = pd.concat(parts, ignore_index=True)
-    return RunGroup(key=key, runs=runs, frame=frame, labels=labels, stats=compute_stats(frame))
+    return RunGroup(key=key, runs=runs, frame=frame, labels=labels, stats=compute_stats(frame, kinds), kinds=kinds)
 
 
 def group_runs(runs: list[RunResult]) -> list[RunGroup]:

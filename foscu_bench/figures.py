@@ -8,6 +8,8 @@
 - ``fidelity_<run>``: FID (bias-corrected bootstrap CI) and KID per generator beside the real-vs-real floor.
 - ``dice_vs_n_synthetic_<key>``: delta Dice (95% CI) against the number of synthetic cases, from the runs of
   one comparability group that differ in ``--synthetic``.
+- ``dice_vs_real_cases_<key>``: liver Dice against the number of real training cases, real-only and every
+  generator and control (dashed), with 95% CIs; the curve the real-case equivalent reads from.
 - ``loss_curves_<run>``: U-Net training losses per arm (seed 0) and each generator's fitting losses.
 """
 
@@ -49,7 +51,7 @@ def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
 def _synthetic(run: RunResult, generator: str, seed: int = 0):
     from foscu_bench.store import load_synthetic
 
-    path = run.layout.synthetic(generator, seed)
+    path = run.synthetic_path(generator, seed)
     return load_synthetic(path) if path.is_file() else []
 
 
@@ -115,10 +117,11 @@ def fig_dice_distributions(group: RunGroup, out_dir: Path) -> list[Path]:
     import seaborn as sns
 
     plt = _plt()
-    frame = group.frame[group.frame["arm"] != "synthetic"]
+    largest = max(group.stats["levels"])
+    frame = group.frame[group.frame["arm"].isin(["real", "real+synthetic"]) & (group.frame["n_real"] == largest)]
     per_case = frame.groupby(["generator", "case_id"], as_index=False)["dice_liver"].mean()
     stats = {g: e for g, e in group.stats["generators"].items() if "delta_dice_mean" in e}
-    order = [REFERENCE] + sorted(stats, key=lambda g: -stats[g]["delta_dice_mean"])
+    order = [REFERENCE] + sorted(stats, key=lambda g: (group.kinds.get(g) == "control", -stats[g]["delta_dice_mean"]))
     fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(order), 3.6))
     wide = per_case.pivot(index="case_id", columns="generator", values="dice_liver")[order]
     for _, values in wide.iterrows():
@@ -127,13 +130,14 @@ def fig_dice_distributions(group: RunGroup, out_dir: Path) -> list[Path]:
                 boxprops={"alpha": 0.5}, zorder=2)
     sns.stripplot(data=per_case, x="generator", y="dice_liver", order=order, ax=ax, size=3, color="black", zorder=3,
                   jitter=False)
-    labels = [REFERENCE] + [f"{g}\nΔ {100 * stats[g]['delta_dice_mean']:+.2f} pts\np={stats[g]['p_holm']:.2g}"
+    labels = [REFERENCE] + [f"{g}{' (control)' if group.kinds.get(g) == 'control' else ''}\n"
+                            f"Δ {100 * stats[g]['delta_dice_mean']:+.2f} pts\np={stats[g]['p_holm']:.2g}"
                             for g in order[1:]]
     ax.set_xticks(range(len(order)), labels, fontsize=7)
     ax.set_xlabel("")
     ax.set_ylabel("liver Dice (test case, mean over seeds)")
-    ax.set_title(f"{group.name} · {group.key['seeds']} seeds · Holm over {len(stats)} generators · lines join a "
-                 f"test case · key {group.key_id}", fontsize=8)
+    ax.set_title(f"{group.name} · {largest} real cases · {group.key['seeds']} seeds · Holm within generators and "
+                 f"within controls · lines join a test case · key {group.key_id}", fontsize=8)
     return save_figure(fig, out_dir, f"dice_distributions_{group.key_id}")
 
 
@@ -190,6 +194,46 @@ def fig_dice_vs_n_synthetic(group: RunGroup, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"dice_vs_n_synthetic_{group.key_id}")
 
 
+def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
+    """Liver Dice against the number of real training cases: the real-only learning curve, each generator and each
+    control (dashed) with 95% CIs (crossed random effects over test cases and trainings)."""
+    from foscu_bench.results import with_replicates
+    from foscu_bench.stats import crossed_random_effects
+
+    levels = group.stats["levels"]
+    if len(levels) < 2:
+        return []
+    plt = _plt()
+    frame = with_replicates(group.frame)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    arms = [(REFERENCE, "real")] + [(g, "real+synthetic") for g in sorted(group.stats["generators"],
+                                                                         key=lambda g: (group.kinds.get(g) == "control", g))]
+    for generator, arm in arms:
+        points = []
+        for n in levels:
+            sub = frame[(frame["generator"] == generator) & (frame["arm"] == arm) & (frame["n_real"] == n)]
+            if sub.empty:
+                continue
+            matrix = sub.pivot_table(index="case_id", columns="replicate", values="dice_liver").dropna().to_numpy()
+            mixed = crossed_random_effects(matrix)
+            points.append((n, mixed.estimate, mixed.ci_low, mixed.ci_high))
+        if not points:
+            continue
+        n, mean, low, high = (np.array(v, dtype=float) for v in zip(*points))
+        control = group.kinds.get(generator) == "control"
+        style = {"color": "black", "linewidth": 2.0} if generator == REFERENCE else {
+            "linestyle": "--" if control else "-", "linewidth": 1.2}
+        ax.errorbar(n, mean, yerr=[mean - low, high - mean], marker="o", markersize=3, capsize=3,
+                    label=generator + (" (control)" if control else ""), **style)
+    ax.set_xscale("log")
+    ax.set_xticks(levels, [str(n) for n in levels])
+    ax.set_xlabel("real training cases (nested subsets)")
+    ax.set_ylabel("liver Dice on held-out cases (95% CI)")
+    ax.set_title(f"{group.name} · {group.key['seeds']} seeds · key {group.key_id}", fontsize=8)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_dir, f"dice_vs_real_cases_{group.key_id}")
+
+
 def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     plt = _plt()
     unet = [(step, record) for step, record in run.layout.step_records("unet") if step.seed == 0]
@@ -231,4 +275,5 @@ def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
             written += fig_loss_curves(run, out_dir)
         written += fig_dice_distributions(group, out_dir)
         written += fig_dice_vs_n_synthetic(group, out_dir)
+        written += fig_dice_vs_real_cases(group, out_dir)
     return written

@@ -303,6 +303,7 @@ def register(meta: GeneratorMeta) -> GeneratorMeta:
 def _load_builtins() -> None:
     importlib.import_module("foscu_bench.baselines.registry")
     importlib.import_module("foscu_bench.generators.registry")
+    importlib.import_module("foscu_bench.controls")
 
 
 def _load_entry_points() -> dict[str, GeneratorMeta]:

@@ -62,7 +62,7 @@ def _run_synthetic(run, generator: str):
     from foscu_bench.store import load_synthetic
 
     seeds = range(run.manifest["config"]["seeds"])
-    paths = [(s, run.layout.synthetic(generator, s)) for s in seeds]
+    paths = [(s, run.synthetic_path(generator, s)) for s in seeds]
     missing = [str(p) for _, p in paths if not p.is_file()]
     if missing:
         raise DataError(run.directory, f"synthetic sets missing for {generator!r}: {missing[:2]} (re-run the run)")
@@ -71,7 +71,8 @@ def _run_synthetic(run, generator: str):
 
 def _generators(run, generators: list[str] | None) -> list[str]:
     available = list(run.manifest["config"]["generators"])
-    chosen = generators or available
+    kinds = {name: entry.get("kind") for name, entry in run.manifest.get("generators", {}).items()}
+    chosen = generators or [g for g in available if kinds.get(g) != "control"]
     unknown = [g for g in chosen if g not in available]
     if unknown:
         raise ConfigError(f"run {run.run_id} has no generator {unknown}; it has {', '.join(available)}")

@@ -1,9 +1,10 @@
 """Leaderboard tables computed from stored runs, never edited by hand (as MTEB builds its tables from results).
 
-Runs are grouped by comparability key (``comparability``) and never pooled across keys. Per group, one row per
-generator: the real+synthetic arm against the group's real-only arm, with the bootstrap CI and Holm-corrected p
-from the group's statistics (the family is every generator of the group, declared in ``holm_families``), plus
-the run's fidelity numbers and costs; then the real-only reference row.
+Runs are grouped by comparability key (``comparability``) and never pooled across keys. Per group and real-data
+level, one row per generator: the real+synthetic arm against the group's real-only arm at that level, with the
+CI and Holm-corrected p of the crossed random-effects test from the group's statistics (the family is every
+generator of the group, declared in ``holm_families``), its real-case equivalent, the fidelity numbers and costs;
+then the controls (their own Holm family), then the real-only reference row.
 
 Every format renders from one column list: ``data_columns()`` (CSV and JSON) and ``display_columns()`` (Markdown
 and LaTeX). Both are built from ``metrics.spec``, so a metric with ``leaderboard=True`` appears everywhere.
@@ -34,8 +35,8 @@ def _secondary() -> list[str]:
 
 
 def data_columns() -> list[str]:
-    columns = ["rank", "generator", "kind", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm",
-               "dice_mean", "real_dice_mean", "mde"]
+    columns = ["rank", "generator", "kind", "n_real", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm",
+               "dice_mean", "real_dice_mean", "mde", "equivalent", "equivalent_ci_low", "equivalent_ci_high"]
     for column in _secondary():
         columns += [f"delta_{column}", f"delta_{column}_ci_low", f"delta_{column}_ci_high", f"p_holm_{column}"]
     return columns + ["fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
@@ -43,57 +44,79 @@ def data_columns() -> list[str]:
                       "holm_family_size", "dataset", "profile", "extractor", "comparability_key", "run_id"]
 
 
+def _fidelity_at(run, level: int) -> tuple[dict, dict]:
+    """(per-generator fidelity, floor) of a run at a real-data level (draw 0); empty where it was not measured."""
+    document = (run.fidelity.get("levels") or {}).get(f"n-{level}-draw-0")
+    if document is None:
+        largest = max((entry["n_real"] for entry in run.manifest.get("real_data_levels", [])), default=None)
+        document = run.fidelity if largest in (None, level) else {}
+    return document.get("generators", {}), document.get("real_vs_real", {})
+
+
 def _group_rows(group: RunGroup) -> list[dict]:
     stats = group.stats
-    arms = {(a["generator"], a["arm"]): a for a in stats["arms"]}
-    reference = arms.get((REFERENCE, "real"))
-    if reference is None:
-        raise ConfigError(f"runs {', '.join(r.run_id for r in group.runs)}: no real-only arm to compare against")
+    arms = {(a["generator"], a["arm"], a["n_real"]): a for a in stats["arms"]}
     first = group.runs[0]
     common = {"dataset": first.manifest["dataset"]["name"], "profile": first.manifest["profile"]["name"],
-              "comparability_key": group.key_id, "real_dice_mean": reference[PRIMARY]}
-    rows = []
-    for run in group.runs:
-        fidelity, floor = run.fidelity.get("generators", {}), run.fidelity.get("real_vs_real", {})
-        for generator, meta in run.manifest.get("generators", {}).items():
-            label = group.labels.get((run.run_id, generator))
-            entry = stats["generators"].get(label, {})
-            if "delta_dice_mean" not in entry:
-                continue
-            fid = fidelity.get(generator, {})
-            row = {**common, "generator": label, "kind": meta.get("kind"), "run_id": run.run_id,
-                   "delta_dice_mean": entry["delta_dice_mean"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"],
-                   "p_value": entry["p_value"], "p_holm": entry["p_holm"], "dice_mean": entry["dice_mean"],
-                   "mde": entry["mde"], "n_seeds": entry["n_seeds"], "n_cases": entry["n_cases"],
-                   "holm_family_size": entry["metrics"][PRIMARY]["holm_family_size"],
-                   "n_synthetic": run.manifest["config"].get("n_synthetic"), "fit_seconds": meta.get("fit_seconds"),
-                   "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
-                   "extractor": extractor_id(run.fidelity), "fid": fid.get("fid"), "fid_floor": floor.get("fid"),
-                   "kid_mean": fid.get("kid_mean"), "kid_std": fid.get("kid_std"), "kid_floor": floor.get("kid_mean"),
-                   "ms_ssim": fid.get("ms_ssim")}
-            for column in _secondary():
-                comparison = entry["metrics"].get(column)
-                if comparison is not None:
-                    row.update({f"delta_{column}": comparison["delta_mean"], f"delta_{column}_ci_low": comparison["ci_low"],
-                                f"delta_{column}_ci_high": comparison["ci_high"],
-                                f"p_holm_{column}": comparison["p_holm"]})
-            rows.append(row)
-    for rank, row in enumerate(sorted(rows, key=lambda r: -r["delta_dice_mean"]), start=1):
-        row["rank"] = rank
-    rows.sort(key=lambda r: r["rank"])
-    floor = first.fidelity.get("real_vs_real", {})
-    rows.append({**common, "generator": REFERENCE, "kind": "reference", "run_id": first.run_id,
-                 "dice_mean": reference[PRIMARY], "n_seeds": reference["n_seeds"], "n_cases": reference["n_cases"],
-                 "n_synthetic": 0, "fid": floor.get("fid"), "kid_mean": floor.get("kid_mean"),
-                 "ms_ssim": floor.get("ms_ssim"), "extractor": extractor_id(first.fidelity)})
-    return rows
+              "comparability_key": group.key_id}
+    out = []
+    for level in stats["levels"]:
+        reference = arms.get((REFERENCE, "real", level))
+        if reference is None:
+            raise ConfigError(f"runs {', '.join(r.run_id for r in group.runs)}: no real-only arm at {level} real "
+                              f"cases to compare against")
+        rows = []
+        for run in group.runs:
+            fidelity, floor = _fidelity_at(run, level)
+            for generator, meta in run.manifest.get("generators", {}).items():
+                label = group.labels.get((run.run_id, generator))
+                entry = stats["generators"].get(label, {})
+                block = entry.get("levels", {}).get(str(level), {})
+                if "delta_dice_mean" not in block:
+                    continue
+                fid = fidelity.get(generator, {})
+                worth = stats.get("real_case_equivalent", {}).get(label, {}).get(str(level), {})
+                row = {**common, "generator": label, "kind": meta.get("kind"), "run_id": run.run_id, "n_real": level,
+                       "real_dice_mean": reference[PRIMARY], "delta_dice_mean": block["delta_dice_mean"],
+                       "ci_low": block["ci_low"], "ci_high": block["ci_high"], "p_value": block["p_value"],
+                       "p_holm": block["p_holm"], "dice_mean": block["dice_mean"], "mde": block["mde"],
+                       "n_seeds": block["n_seeds"], "n_cases": block["n_cases"],
+                       "holm_family_size": block["metrics"][PRIMARY]["holm_family_size"],
+                       "equivalent": worth.get("equivalent"), "equivalent_ci_low": worth.get("ci_low"),
+                       "equivalent_ci_high": worth.get("ci_high"),
+                       "n_synthetic": run.manifest["config"].get("n_synthetic"),
+                       "fit_seconds": meta.get("fit_seconds"),
+                       "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
+                       "extractor": extractor_id(run.fidelity), "fid": fid.get("fid"), "fid_floor": floor.get("fid"),
+                       "kid_mean": fid.get("kid_mean"), "kid_std": fid.get("kid_std"),
+                       "kid_floor": floor.get("kid_mean"), "ms_ssim": fid.get("ms_ssim")}
+                for column in _secondary():
+                    comparison = block["metrics"].get(column)
+                    if comparison is not None:
+                        row.update({f"delta_{column}": comparison["delta_mean"],
+                                    f"delta_{column}_ci_low": comparison["ci_low"],
+                                    f"delta_{column}_ci_high": comparison["ci_high"],
+                                    f"p_holm_{column}": comparison["p_holm"]})
+                rows.append(row)
+        ranked = sorted((r for r in rows if r["kind"] != "control"), key=lambda r: -r["delta_dice_mean"])
+        for rank, row in enumerate(ranked, start=1):
+            row["rank"] = rank
+        controls = sorted((r for r in rows if r["kind"] == "control"), key=lambda r: -r["delta_dice_mean"])
+        fidelity, floor = _fidelity_at(first, level)
+        out += ranked + controls + [{
+            **common, "generator": REFERENCE, "kind": "reference", "run_id": first.run_id, "n_real": level,
+            "real_dice_mean": reference[PRIMARY], "dice_mean": reference[PRIMARY], "n_seeds": reference["n_seeds"],
+            "n_cases": reference["n_cases"], "n_synthetic": 0, "fid": floor.get("fid"),
+            "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"), "extractor": extractor_id(first.fidelity)}]
+    return out
 
 
 def _fid_reduction(rows: list[dict], fid_reference: str) -> None:
-    """100 * (FID_ref - FID) / FID_ref against ``fid_reference`` in the same group (hence same extractor)."""
-    reference = next((r["fid"] for r in rows if r["generator"] == fid_reference and r["fid"]), None)
+    """100 * (FID_ref - FID) / FID_ref against ``fid_reference`` in the same group and level (same extractor)."""
     for row in rows:
-        if reference and row["fid"] is not None and row.get("rank") is not None:
+        reference = next((r["fid"] for r in rows if r["generator"] == fid_reference and r["fid"]
+                          and r["n_real"] == row["n_real"]), None)
+        if reference and row["fid"] is not None and row["generator"] != REFERENCE:
             row["fid_reduction_pct"] = 100.0 * (reference - row["fid"]) / reference
 
 
@@ -113,6 +136,21 @@ def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFE
 # -- display -------------------------------------------------------------------------------------------------
 def _num(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
+
+
+def _cases(value) -> str:
+    """A real-case count or a censored one ('>29')."""
+    return "" if value is None else (value if isinstance(value, str) else f"{value:.1f}")
+
+
+def _worth(row: dict) -> str:
+    if row.get("equivalent") is None:
+        return ""
+    return f"{_cases(row['equivalent'])} [{_cases(row['equivalent_ci_low'])}, {_cases(row['equivalent_ci_high'])}]"
+
+
+def _rank(row: dict) -> str:
+    return {"control": "ctl", "reference": "ref"}.get(row.get("kind"), _num(row["rank"], "d"))
 
 
 def _delta(column: str, key: str) -> Callable[[dict], str]:
@@ -140,13 +178,16 @@ class DisplayColumn:
 def display_columns() -> list[DisplayColumn]:
     primary = metric_of(PRIMARY)
     columns = [
-        DisplayColumn("#", None, lambda r: _num(r["rank"], "d") or "ref"),
-        DisplayColumn("generator", "Generator", lambda r: r["generator"]),
+        DisplayColumn("#", None, _rank),
+        DisplayColumn("generator", "Generator", lambda r: r["generator"] + (" (control)" if r.get("kind") == "control"
+                                                                            else "")),
+        DisplayColumn("real cases", "$N_\\mathrm{real}$", lambda r: _num(r.get("n_real"), "d")),
         DisplayColumn(f"Δ {primary.label} ({primary.delta_unit})", rf"$\Delta${primary.label} ({primary.delta_unit})",
                       _delta(PRIMARY, "delta_dice_mean")),
         DisplayColumn("95% CI", r"95\% CI", _ci("ci_low", "ci_high", primary.delta_scale)),
         DisplayColumn("p (Holm)", r"$p_\mathrm{Holm}$", lambda r: _num(r["p_holm"], ".3g")),
         DisplayColumn(primary.label, primary.label, lambda r: _num(r["dice_mean"], primary.value_format)),
+        DisplayColumn("worth in real cases [95% CI]", "Real-case equiv.", _worth),
     ]
     for column in _secondary():
         metric = metric_of(column)
@@ -179,10 +220,11 @@ def _groups(rows: list[dict]) -> list[list[dict]]:
 
 def _footnote(rows: list[dict]) -> str:
     runs = sorted({row["run_id"] for row in rows})
-    family = max((row["holm_family_size"] or 0) for row in rows)
+    family = max((row["holm_family_size"] or 0) for row in rows if row.get("kind") not in ("control", "reference")) \
+        if any(row.get("kind") not in ("control", "reference") for row in rows) else 0
     return (f"Comparability key `{rows[0]['comparability_key']}` ({rows[0]['dataset']} / {rows[0]['profile']}); "
-            f"Holm family: the {family} generator(s) of this group. Computed by foscu-bench from the per-case rows of "
-            f"{len(runs)} run(s): {', '.join(runs)}.")
+            f"Holm family: the {family} generator(s) of this group at each level (controls: their own family). "
+            f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.")
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -193,10 +235,12 @@ def to_markdown(rows: list[dict]) -> str:
         out += ["| " + " | ".join(c.cell(row) for c in columns) + " |" for row in group]
         out += ["", _footnote(group), ""]
     out += [
-        "Δ: real+synthetic minus real-only, per test case averaged over seeds (Dice in points, x100); 95% CI: two-level "
-        "bootstrap (cases x paired seeds); p: Wilcoxon signed-rank over test cases, Holm-corrected across the "
-        "generators of the group. FID in brackets: real-vs-real floor at the same sample size; FID Δ%: reduction "
-        "against the reference generator of the same group.",
+        "Δ: real+synthetic minus real-only at the same number of real training cases, per test case averaged over "
+        "seeds (Dice in points, x100); 95% CI and p: t-test of a crossed random-effects model (test cases and "
+        "trainings random, Satterthwaite df), Holm-corrected across the generators of the group (controls apart). "
+        "Worth in real cases: where the real-only learning curve reaches the augmented Dice (log-linear "
+        "interpolation, bootstrap CI; '>N' beyond the largest level measured). FID in brackets: real-vs-real floor "
+        "at the same sample size; FID Δ%: reduction against the reference generator of the same group and level.",
     ]
     return "\n".join(out) + "\n"
 

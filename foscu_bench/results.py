@@ -21,11 +21,16 @@ from foscu_bench.stats import compare_paired, holm, metric_matrix
 REFERENCE = "real-only"
 """The ``generator`` value of the real-only arm in metrics.csv."""
 METRIC_COLUMNS = metric_columns()
-ROW_KEYS = ("generator", "arm", "seed", "case_id")
+ROW_KEYS = ("generator", "arm", "n_real", "draw", "seed", "case_id")
+"""``n_real``: real training cases of the level (everything that learned from real data saw only those);
+``draw``: which nested subset sequence; a replicate of a level is a (draw, seed) pair."""
 PRIMARY_METRIC = PRIMARY
 COMPARED_METRICS = compared_columns()
 """Metrics compared between arms (``metrics.spec``); tumour metrics only over test cases with a reference tumour."""
-COMPARED_ARMS = ("real+synthetic", "synthetic")
+COMPARED_ARMS = ("real+synthetic", "real+synthetic-exposure", "synthetic")
+ARM_BLOCKS = {"real+synthetic": None, "real+synthetic-exposure": "exposure_matched", "synthetic": "synthetic_only"}
+"""Where each compared arm's block sits in a generator's stats entry (None: the entry itself)."""
+FAMILIES = ("generators", "controls")
 
 
 @dataclass
@@ -44,6 +49,20 @@ class RunResult:
         from foscu_bench.store import RunLayout
 
         return RunLayout(self.directory)
+
+    @property
+    def largest_level(self) -> dict:
+        """The run's largest real-data level (``n_real``, ``draw``, ``whole_split``, ``train`` ids)."""
+        levels = self.manifest.get("real_data_levels") or [
+            {"n_real": len(self.manifest["split"]["train"]), "draw": 0, "whole_split": True,
+             "train": self.manifest["split"]["train"]}]
+        return max(levels, key=lambda level: (level["n_real"], -level["draw"]))
+
+    def synthetic_path(self, generator: str, seed: int) -> Path:
+        """The synthetic set of ``generator`` and ``seed`` at the run's largest real-data level."""
+        level = self.largest_level
+        return self.layout.synthetic(generator, seed, None if level["whole_split"] else level["n_real"],
+                                     level["draw"])
 
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:
@@ -114,86 +133,150 @@ def json_safe(value):
     return value
 
 
+def with_replicates(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ``replicate`` column: one training run of a level, the (draw, seed) pair, paired between arms."""
+    frame = frame.copy()
+    frame["replicate"] = frame["draw"].astype(int) * 100_000 + frame["seed"].astype(int)
+    return frame
+
+
 def _comparison(frame: pd.DataFrame, generator: str, arm: str, metric: str) -> dict | None:
-    """Paired comparison of (generator, arm) against real-only on ``metric``, over cases defined in both."""
-    seeds = sorted(frame["seed"].unique())
+    """Paired comparison of (generator, arm) against real-only on ``metric`` within one real-data level, over
+    cases defined in both; replicates ((draw, seed) pairs) are random effects crossed with cases."""
+    replicates = sorted(frame["replicate"].unique())
     test = frame[(frame["generator"] == generator) & (frame["arm"] == arm)]
     ref = frame[(frame["generator"] == REFERENCE) & (frame["arm"] == "real")]
     if metric not in frame.columns or test.empty:
         return None
     defined = set(ref.loc[ref[metric].notna(), "case_id"]) & set(test.loc[test[metric].notna(), "case_id"])
-    # a case counts only if the metric is defined for every seed of both arms
+    # a case counts only if the metric is defined for every replicate of both arms
     cases = sorted(c for c in defined
-                   if ref.loc[ref["case_id"] == c, metric].notna().sum() == len(seeds)
-                   and test.loc[test["case_id"] == c, metric].notna().sum() == len(seeds))
+                   if ref.loc[ref["case_id"] == c, metric].notna().sum() == len(replicates)
+                   and test.loc[test["case_id"] == c, metric].notna().sum() == len(replicates))
     if len(cases) < 2:
         return None
-    a = metric_matrix(test, "arm", arm, metric, cases, seeds)
-    b = metric_matrix(ref, "arm", "real", metric, cases, seeds)
+    a = metric_matrix(test.rename(columns={"seed": "_seed", "replicate": "seed"}), "arm", arm, metric, cases,
+                      replicates)
+    b = metric_matrix(ref.rename(columns={"seed": "_seed", "replicate": "seed"}), "arm", "real", metric, cases,
+                      replicates)
     result = compare_paired(a, b).to_dict()
     result.update(mean=float(a.mean()), reference_mean=float(b.mean()),
-                  seed_sd=float(a.mean(axis=0).std(ddof=1)) if len(seeds) > 1 else None)
+                  seed_sd=float(a.mean(axis=0).std(ddof=1)) if len(replicates) > 1 else None)
     return result
 
 
 def arm_summary(frame: pd.DataFrame) -> list[dict]:
-    """Mean over cases and seeds and the sd of per-seed means, per (generator, arm) and metric."""
+    """Mean over cases and replicates and the sd of per-replicate means, per (generator, arm, level) and metric."""
     out = []
-    for (generator, arm), group in frame.groupby(["generator", "arm"], sort=True):
-        entry = {"generator": generator, "arm": arm, "n_seeds": int(group["seed"].nunique()),
-                 "n_cases": int(group["case_id"].nunique())}
+    for (generator, arm, n_real), group in with_replicates(frame).groupby(["generator", "arm", "n_real"], sort=True):
+        entry = {"generator": generator, "arm": arm, "n_real": int(n_real),
+                 "n_seeds": int(group["replicate"].nunique()), "n_cases": int(group["case_id"].nunique())}
         for metric in METRIC_COLUMNS:
             if metric in group.columns and group[metric].notna().any():
-                per_seed = group.groupby("seed")[metric].mean()
+                per_seed = group.groupby("replicate")[metric].mean()
                 entry[metric] = float(group[metric].mean())
                 entry[f"{metric}_seed_sd"] = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
         out.append(entry)
     return out
 
 
-def compute_stats(frame: pd.DataFrame) -> dict:
-    """stats.json: every augmented arm against real-only, Holm-corrected across generators per (metric, arm).
+def _block(metrics: dict) -> dict:
+    """A generator's block for one arm and level: every compared metric, the primary one's fields on top."""
+    block: dict = {"metrics": metrics}
+    primary = metrics.get(PRIMARY_METRIC)
+    if primary is not None:
+        block.update(delta_dice_mean=primary["delta_mean"], ci_low=primary["ci_low"], ci_high=primary["ci_high"],
+                     p_value=primary["p_value"], p_holm=primary["p_holm"], test=primary["test"],
+                     dice_mean=primary["mean"], mde=primary["mde"], n_cases=primary["n_cases"],
+                     n_seeds=primary["n_seeds"])
+    return block
 
-    Per generator the top-level keys are the primary metric's (liver Dice) comparison of the real+synthetic arm,
-    as in DESIGN.md (``delta_dice_mean, ci_low, ci_high, p_value, p_holm, test``); ``metrics`` holds every
-    compared metric, and ``synthetic_only`` the synthetic-only arm when it was trained.
+
+def _calibration(per_generator: dict, kinds: dict, level: str) -> dict | None:
+    """The controls at one level: is a true gain detected (and >= 2 x MDE), is a true harm detected?"""
+    from foscu_bench.controls import NEGATIVE, POSITIVE
+
+    def entry(name: str) -> dict | None:
+        block = per_generator.get(name, {}).get("levels", {}).get(level)
+        if not block or "delta_dice_mean" not in block:
+            return None
+        return {k: block[k] for k in ("delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm", "mde")}
+
+    positive, negative = entry(POSITIVE), entry(NEGATIVE)
+    if positive is None and negative is None:
+        return None
+    mdes = [e["mde"] for e in (positive, negative) if e and e["mde"] is not None]
+    out = {"positive": positive, "negative": negative, "mde": max(mdes) if mdes else None}
+    if positive is not None:
+        out["positive_detected"] = bool(positive["p_holm"] < 0.05 and positive["delta_dice_mean"] > 0)
+        out["positive_at_least_2x_mde"] = bool(positive["mde"] is not None
+                                               and positive["delta_dice_mean"] >= 2 * positive["mde"])
+    if negative is not None:
+        out["negative_detected"] = bool(negative["p_holm"] < 0.05 and negative["delta_dice_mean"] < 0)
+    out["passed"] = all(out.get(k, True) for k in ("positive_detected", "positive_at_least_2x_mde",
+                                                    "negative_detected"))
+    return out
+
+
+def compute_stats(frame: pd.DataFrame, kinds: dict[str, str] | None = None) -> dict:
+    """stats.json: every augmented arm against real-only at every real-data level.
+
+    Holm-corrected per (family, arm, metric, level), the families being the generators and, apart, the controls
+    (``kinds[name] == "control"``); each family is declared in ``holm_families``. Per generator, the top-level
+    keys are the primary metric's (liver Dice) comparison of the real+synthetic arm at the largest level, as in
+    DESIGN.md (``delta_dice_mean, ci_low, ci_high, p_value, p_holm, test``); ``levels`` holds every level,
+    ``metrics`` every compared metric; ``exposure_matched`` and ``synthetic_only`` the other arms when trained.
+    ``calibration`` reports the controls per level, ``real_case_equivalent`` what each augmented arm is worth in
+    real cases (when the run has several levels).
     """
+    from foscu_bench.equivalence import real_case_equivalents
+
+    kinds = kinds or {}
+    frame = with_replicates(frame)
     generators = sorted(g for g in frame["generator"].unique() if g != REFERENCE)
-    comparisons: dict[tuple[str, str, str], dict] = {}
+    levels = sorted(int(n) for n in frame["n_real"].unique())
+    comparisons: dict[tuple, dict] = {}
     families: dict[str, list[str]] = {}
-    for arm in COMPARED_ARMS:
-        for metric in COMPARED_METRICS:
-            found = {g: _comparison(frame, g, arm, metric) for g in generators}
-            found = {g: c for g, c in found.items() if c is not None}
-            adjusted = holm([c["p_value"] for c in found.values()]) if found else []
-            if found:
-                families[f"{arm}/{metric}"] = sorted(found)
-            for (g, c), p_adj in zip(found.items(), adjusted):
-                c["p_holm"] = float(p_adj)
-                c["holm_family_size"] = len(found)
-                comparisons[(g, arm, metric)] = c
+    for n in levels:
+        level = frame[frame["n_real"] == n]
+        for arm in COMPARED_ARMS:
+            for metric in COMPARED_METRICS:
+                found = {g: _comparison(level, g, arm, metric) for g in generators}
+                found = {g: c for g, c in found.items() if c is not None}
+                for family in FAMILIES:
+                    members = {g: c for g, c in found.items() if (kinds.get(g) == "control") == (family == "controls")}
+                    if not members:
+                        continue
+                    families[f"{family}/{arm}/{metric}/n-{n}"] = sorted(members)
+                    for (g, c), p_adj in zip(members.items(), holm([c["p_value"] for c in members.values()])):
+                        c["p_holm"] = float(p_adj)
+                        c["holm_family_size"] = len(members)
+                        comparisons[(g, arm, metric, n)] = c
     per_generator = {}
     for g in generators:
-        entry: dict = {}
-        for arm, key in (("real+synthetic", None), ("synthetic", "synthetic_only")):
-            metrics = {m: comparisons[(g, arm, m)] for m in COMPARED_METRICS if (g, arm, m) in comparisons}
-            if not metrics:
-                continue
-            block = {"metrics": metrics}
-            primary = metrics.get(PRIMARY_METRIC)
-            if primary is not None:
-                block.update(delta_dice_mean=primary["delta_mean"], ci_low=primary["ci_low"],
-                             ci_high=primary["ci_high"], p_value=primary["p_value"], p_holm=primary["p_holm"],
-                             test=primary["test"], dice_mean=primary["mean"], mde=primary["mde"],
-                             n_cases=primary["n_cases"], n_seeds=primary["n_seeds"])
-            if key is None:
-                entry.update(block)
-            else:
-                entry[key] = block
+        entry: dict = {"kind": kinds.get(g, "generator"), "levels": {}}
+        for n in levels:
+            for arm, key in ARM_BLOCKS.items():
+                metrics = {m: comparisons[(g, arm, m, n)] for m in COMPARED_METRICS if (g, arm, m, n) in comparisons}
+                if not metrics:
+                    continue
+                block = _block(metrics)
+                if key is None:
+                    entry["levels"][str(n)] = block
+                    if n == levels[-1]:
+                        entry.update(block)
+                else:
+                    entry.setdefault(f"{key}_levels", {})[str(n)] = block
+                    if n == levels[-1]:
+                        entry[key] = block
         per_generator[g] = entry
-    return json_safe({"schema_version": 1, "reference": REFERENCE, "primary_metric": PRIMARY_METRIC,
-                   "multiple_comparisons": "holm across generators, per metric and arm",
-                   "holm_families": families, "generators": per_generator, "arms": arm_summary(frame)})
+    calibration = {str(n): c for n in levels if (c := _calibration(per_generator, kinds, str(n))) is not None}
+    return json_safe({"schema_version": 2, "reference": REFERENCE, "primary_metric": PRIMARY_METRIC,
+                      "multiple_comparisons": "holm per family (generators; controls apart), arm, metric and level",
+                      "levels": levels, "holm_families": families, "generators": per_generator,
+                      "calibration": calibration,
+                      "real_case_equivalent": real_case_equivalents(frame) if len(levels) > 1 else {},
+                      "arms": arm_summary(frame)})
 
 
 def training_pairs(run: RunResult):
@@ -206,4 +289,4 @@ def training_pairs(run: RunResult):
     if dataset.fingerprint() != run.manifest["dataset"]["fingerprint"]:
         raise ConfigError(f"run {run.run_id}: dataset {config['dataset']!r} changed since the run "
                           f"(fingerprint differs); this needs the data the run used")
-    return dataset.pairs(run.manifest["split"]["train"])
+    return dataset.pairs(run.largest_level["train"])

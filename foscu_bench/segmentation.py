@@ -33,6 +33,8 @@ class TrainResult:
     iterations: int = 0
     n_real: int = 0
     n_synthetic: int = 0
+    real_exposures: int = 0
+    """Training samples drawn from the real pool; / n_real = how often the arm saw each real case on average."""
     device: str = "cpu"
 
 
@@ -138,6 +140,7 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
             images, labels = [], []
             for _ in range(settings.batch_size):
                 pool = synth_pool if rng.uniform() < p_synth else real_pool
+                result.real_exposures += pool is real_pool
                 pair = pool[rng.integers(len(pool))]
                 sample = augment({"image": torch.from_numpy(pair.image),
                                   "label": torch.from_numpy(pair.label[None].astype(np.float32))})

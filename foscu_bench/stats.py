@@ -1,10 +1,13 @@
 """Paired statistics of an augmented arm against real-only, computed from per-case rows only.
 
-Design (see ANCHORS.md, "Seeds vs cases"): the unit of the primary test is the *test case*, with each case's
-metric averaged over seeds first. An exact two-sided Wilcoxon over 5 seed means can never go below
-p = 0.0625, so a seed-level test alone cannot show anything at 5 seeds; it is reported as a secondary test.
-Seed ``s`` of every arm shares the U-Net initialisation, data order and augmentation stream, so seeds are
-paired between arms and the bootstrap resamples them jointly.
+Design (see ANCHORS.md, "Seeds vs cases"). Test cases and training runs (seeds; with the real-data axis, the
+(draw, seed) replicates) are *both* random: a seed is one U-Net training shared by every test case, so its
+effect is crossed with the cases. The primary test is the t-test of the crossed random-effects model
+d[c, s] = mu + b_c + g_s + e_cs (two-way ANOVA mean squares, Satterthwaite degrees of freedom), so
+seed-to-seed variation of the delta enters the p-value, the confidence interval and the minimum detectable
+effect. A Wilcoxon signed-rank test over cases (seed-averaged), which treats the trainings as fixed, is kept as
+a secondary test, with a two-level bootstrap CI. Seed ``s`` of every arm shares the U-Net initialisation, data
+order and augmentation stream, so seeds are paired between arms.
 
 All functions take arrays shaped (n_cases, n_seeds) of a metric for arm A (augmented) and arm B (real-only),
 rows and columns aligned (same case, same seed).
@@ -21,16 +24,111 @@ DEFAULT_BOOTSTRAP = 10_000
 
 
 @dataclass(frozen=True)
+class CrossedEffects:
+    """Mean difference under the crossed random-effects model d[c, s] = mu + b_c + g_s + e_cs."""
+
+    estimate: float
+    se: float
+    df: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    var_case: float
+    var_seed: float
+    var_residual: float
+
+
+def crossed_random_effects(diff, level: float = 0.95) -> CrossedEffects:
+    """t-test of the grand mean with cases and seeds as crossed random effects (two-way ANOVA, no replication).
+
+    Var(mean) = (MS_case + MS_seed - MS_error) / (C S) (unbiased), floored at the variance the case and
+    seed means alone imply; degrees of freedom by Satterthwaite. With one seed the seed effect is not
+    identifiable and this is the paired t-test over cases; with one case, the t-test over seeds.
+    """
+    d = _as_matrix(diff)
+    c, s = d.shape
+    mean = float(d.mean())
+    if c < 2 and s < 2:
+        return CrossedEffects(mean, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, 0)
+    case_means, seed_means = d.mean(axis=1), d.mean(axis=0)
+    ms_case = s * float(np.var(case_means, ddof=1)) if c > 1 else 0.0
+    ms_seed = c * float(np.var(seed_means, ddof=1)) if s > 1 else 0.0
+    if c > 1 and s > 1:
+        residual = d - case_means[:, None] - seed_means[None, :] + mean
+        ms_error = float((residual ** 2).sum() / ((c - 1) * (s - 1)))
+        numerator = max(ms_case + ms_seed - ms_error, ms_case / s if s else 0.0, ms_seed / c if c else 0.0, 1e-300)
+        terms = [(ms_case, c - 1), (ms_seed, s - 1), (ms_error, (c - 1) * (s - 1))]
+        df = (ms_case + ms_seed - ms_error) ** 2 / sum(ms ** 2 / k for ms, k in terms)
+        df = float(np.clip(df, 1.0, c * s - 1))
+        var_case, var_seed = max((ms_case - ms_error) / s, 0.0), max((ms_seed - ms_error) / c, 0.0)
+    else:  # one seed: paired t over cases; one case: t over seeds
+        ms_error = 0.0
+        numerator = max(ms_case if c > 1 else ms_seed, 1e-300)
+        df = float((c - 1) if c > 1 else (s - 1))
+        var_case, var_seed = (ms_case / s, 0.0) if c > 1 else (0.0, ms_seed / c)
+    se = float(np.sqrt(numerator / (c * s)))
+    if se <= 1e-150:
+        p = 1.0 if abs(mean) < 1e-15 else 0.0
+    else:
+        p = float(2 * stats.t.sf(abs(mean) / se, df))
+    half = float(stats.t.ppf(0.5 + level / 2, df) * se)
+    return CrossedEffects(mean, se, df, p, mean - half, mean + half, var_case, var_seed, ms_error)
+
+
+def crossed_mde(var_case: float, var_seed: float, var_residual: float, n_cases: int, n_seeds: int,
+                alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of an n_cases x n_seeds crossed design from its variance components.
+
+    SE^2 = var_case / C + var_seed / S + var_residual / (C S); the noncentral t uses the Satterthwaite df of
+    that design's mean squares. More cases shrink the case term, more seeds (trainings) the seed term.
+    """
+    c, s = n_cases, n_seeds
+    se = float(np.sqrt(var_case / c + var_seed / max(s, 1) + var_residual / (c * max(s, 1))))
+    if se <= 0 or not np.isfinite(se):
+        return 0.0 if se == 0 else float("nan")
+    ms_case, ms_seed, ms_error = s * var_case + var_residual, c * var_seed + var_residual, var_residual
+    terms = [(ms_case, c - 1), (ms_seed, s - 1), (ms_error, (c - 1) * (s - 1))]
+    denominator = sum(ms ** 2 / k for ms, k in terms if k > 0)
+    df = float(np.clip((ms_case + ms_seed - ms_error) ** 2 / denominator, 1.0, c * s - 1)) if denominator else c - 1.0
+    return _mde_from_se(se, df, alpha, power)
+
+
+def _mde_from_se(se: float, df: float, alpha: float, power: float) -> float:
+    t_crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def achieved(delta: float) -> float:
+        nc = delta / se
+        value = float(stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc))
+        if not np.isfinite(value):
+            value = float(stats.norm.sf(t_crit - nc) + stats.norm.cdf(-t_crit - nc))
+        return value - power
+
+    upper = 3 * (t_crit + stats.norm.ppf(power)) * se
+    return float(optimize.brentq(achieved, 0.0, upper, xtol=1e-12 * se))
+
+
+@dataclass(frozen=True)
 class PairedComparison:
     n_cases: int
     n_seeds: int
     delta_mean: float
-    """Mean over cases of (seed-averaged A - seed-averaged B)."""
+    """Mean over cases and seeds of A - B."""
     ci_low: float
     ci_high: float
-    """Percentile bootstrap 95% CI of delta_mean, resampling cases and (paired) seeds."""
+    """95% CI of delta_mean from the crossed random-effects model (cases and seeds random)."""
     p_value: float
-    """Two-sided paired Wilcoxon signed-rank test on the per-case seed-averaged differences (primary)."""
+    """Two-sided t-test of the crossed random-effects model (primary)."""
+    se: float
+    df: float
+    var_case: float
+    var_seed: float
+    """Seed-to-seed (training-to-training) variance of the delta, shared by all cases."""
+    var_residual: float
+    p_wilcoxon: float
+    """Wilcoxon signed-rank over per-case seed-averaged differences (secondary; trainings treated as fixed)."""
+    ci_bootstrap_low: float
+    ci_bootstrap_high: float
+    """Two-level percentile bootstrap CI (cases and paired seeds resampled), secondary."""
     p_seed_ttest: float
     """Two-sided paired t-test on per-seed means over cases (secondary; NaN with one seed)."""
     effect_size_dz: float
@@ -38,8 +136,8 @@ class PairedComparison:
     rank_biserial: float
     """Matched-pairs rank-biserial correlation (the Wilcoxon test's effect size), in [-1, 1]."""
     mde: float
-    """Minimum detectable effect (two-sided alpha 0.05, power 0.8) of this design: n_cases x n_seeds."""
-    test: str = "wilcoxon signed-rank (cases, seed-averaged)"
+    """Minimum detectable effect (two-sided alpha 0.05, power 0.8) of this design, seeds as random effects."""
+    test: str = "crossed random effects t-test (cases x seeds, Satterthwaite df)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,33 +214,6 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     return float(optimize.brentq(achieved, 0.0, upper, xtol=1e-12 * sd))
 
 
-def variance_components(diff: np.ndarray) -> tuple[float, float]:
-    """Between-case variance of the true difference and within-case (seed-to-seed) variance.
-
-    From the one-way random-effects model d[c, s] = mu + b_c + e_cs: within = mean over cases of the seed
-    variance; between = var of case means - within / n_seeds (floored at 0).
-    """
-    diff = _as_matrix(diff)
-    n_seeds = diff.shape[1]
-    within = float(np.mean(np.var(diff, axis=1, ddof=1))) if n_seeds > 1 else 0.0
-    between = max(float(np.var(diff.mean(axis=1), ddof=1)) - within / n_seeds, 0.0)
-    return between, within
-
-
-def design_mde(diff: np.ndarray, n_cases: int | None = None, n_seeds: int | None = None,
-               alpha: float = 0.05, power: float = 0.8) -> float:
-    """MDE of a design with ``n_cases`` x ``n_seeds``, from variance components estimated on ``diff``.
-
-    The sd of a case's seed-averaged difference is sqrt(between + within / n_seeds): more seeds shrink the
-    seed noise, more cases shrink the standard error of the mean.
-    """
-    diff = _as_matrix(diff)
-    between, within = variance_components(diff)
-    n_cases = n_cases or diff.shape[0]
-    n_seeds = n_seeds or diff.shape[1]
-    return minimum_detectable_effect(float(np.sqrt(between + within / n_seeds)), n_cases, alpha, power)
-
-
 def compare_paired(augmented, real_only, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> PairedComparison:
     """Compare two arms on aligned (n_cases, n_seeds) metric matrices."""
     a, b = _as_matrix(augmented), _as_matrix(real_only)
@@ -159,11 +230,15 @@ def compare_paired(augmented, real_only, n_boot: int = DEFAULT_BOOTSTRAP, seed: 
         p_seed = float(stats.ttest_rel(a.mean(axis=0), b.mean(axis=0)).pvalue)
     else:
         p_seed = float("nan") if len(seed_diff) < 2 else 1.0
+    mixed = crossed_random_effects(diff)
     return PairedComparison(
-        n_cases=a.shape[0], n_seeds=a.shape[1], delta_mean=float(case_diff.mean()), ci_low=low, ci_high=high,
-        p_value=wilcoxon_p(case_diff), p_seed_ttest=p_seed,
+        n_cases=a.shape[0], n_seeds=a.shape[1], delta_mean=float(case_diff.mean()), ci_low=mixed.ci_low,
+        ci_high=mixed.ci_high, p_value=mixed.p_value, se=mixed.se, df=mixed.df, var_case=mixed.var_case,
+        var_seed=mixed.var_seed, var_residual=mixed.var_residual, p_wilcoxon=wilcoxon_p(case_diff),
+        ci_bootstrap_low=low, ci_bootstrap_high=high, p_seed_ttest=p_seed,
         effect_size_dz=float(case_diff.mean() / sd) if sd and np.isfinite(sd) else float("nan"),
-        rank_biserial=rank_biserial(case_diff), mde=design_mde(diff))
+        rank_biserial=rank_biserial(case_diff),
+        mde=crossed_mde(mixed.var_case, mixed.var_seed, mixed.var_residual, a.shape[0], a.shape[1]))
 
 
 def holm(p_values) -> np.ndarray:

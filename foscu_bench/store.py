@@ -147,18 +147,30 @@ STEP_KINDS = ("fit", "sample", "unet", "fidelity")
 
 @dataclass(frozen=True)
 class Step:
-    """One unit of a run: its identity names its result file."""
+    """One unit of a run: its identity names its result file.
+
+    ``n_real``/``draw`` name the real-data level (a nested subset of the training split); a run on the whole
+    split alone leaves them unset, and its step names stay ``kind/generator[/synthetic-only][/seed-s]``.
+    """
 
     kind: str
     generator: str | None = None
     seed: int | None = None
     arm: str | None = None
+    n_real: int | None = None
+    draw: int = 0
+
+    @property
+    def level(self) -> str | None:
+        return None if self.n_real is None else f"n-{self.n_real}-draw-{self.draw}"
 
     @property
     def name(self) -> str:
         parts = [self.kind, self.generator or "real-only"]
-        if self.arm == "synthetic":
-            parts.append("synthetic-only")
+        if self.arm in ARM_SUFFIXES:
+            parts.append(ARM_SUFFIXES[self.arm])
+        if self.level is not None:
+            parts.append(self.level)
         if self.seed is not None:
             parts.append(f"seed-{self.seed}")
         return "/".join(parts)
@@ -175,10 +187,21 @@ class Step:
         if kind not in STEP_KINDS:
             raise ValueError(f"not a step name: {name!r}")
         seed = int(rest[-1].removeprefix("seed-")) if rest and rest[-1].startswith("seed-") else None
+        n_real, draw = None, 0
+        level = next((p for p in rest if p.startswith("n-")), None)
+        if level is not None:
+            _, n, _, d = level.split("-")
+            n_real, draw = int(n), int(d)
         arm = None
         if kind == "unet":
-            arm = "synthetic" if "synthetic-only" in rest else ("real" if generator == "real-only" else "real+synthetic")
-        return cls(kind, None if generator == "real-only" else generator, seed, arm)
+            suffix = {v: k for k, v in ARM_SUFFIXES.items()}
+            arm = next((suffix[p] for p in rest if p in suffix),
+                       "real" if generator == "real-only" else "real+synthetic")
+        return cls(kind, None if generator == "real-only" else generator, seed, arm, n_real, draw)
+
+
+ARM_SUFFIXES = {"synthetic": "synthetic-only", "real+synthetic-exposure": "exposure-matched"}
+"""Arms named in step names (the real and the compute-matched real+synthetic arms need no suffix)."""
 
 
 @dataclass(frozen=True)
@@ -218,8 +241,9 @@ class RunLayout:
     def step(self, step: Step) -> Path:
         return self.steps_dir / step.filename
 
-    def synthetic(self, generator: str, seed: int) -> Path:
-        return self.directory / "synthetic" / generator / f"seed-{seed}.npz"
+    def synthetic(self, generator: str, seed: int, n_real: int | None = None, draw: int = 0) -> Path:
+        level = "" if n_real is None else f"n-{n_real}-draw-{draw}/"
+        return self.directory / "synthetic" / generator / f"{level}seed-{seed}.npz"
 
     def read_step(self, step: Step) -> dict | None:
         """The step's record, or None when it is missing or unreadable (an unfinished step)."""

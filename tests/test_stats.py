@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from foscu_bench.stats import (bootstrap_ci, compare_paired, design_mde, holm, metric_matrix,
-                               minimum_detectable_effect, rank_biserial, variance_components)
+from foscu_bench.stats import (bootstrap_ci, compare_paired, crossed_mde, crossed_random_effects, holm,
+                               metric_matrix, minimum_detectable_effect, rank_biserial)
 
 FIXED_A = np.array([[0.91, 0.90, 0.92], [0.85, 0.86, 0.84], [0.88, 0.90, 0.89], [0.93, 0.92, 0.94],
                     [0.80, 0.83, 0.82], [0.87, 0.86, 0.88], [0.90, 0.91, 0.89], [0.84, 0.85, 0.86]])
@@ -21,15 +21,17 @@ def test_compare_paired_matches_scipy_and_numpy():
     result = compare_paired(FIXED_A, FIXED_B, n_boot=2000)
     case_diff = (FIXED_A - FIXED_B).mean(axis=1)
     assert result.delta_mean == pytest.approx(case_diff.mean(), abs=1e-12)
-    assert result.p_value == pytest.approx(stats.wilcoxon(case_diff).pvalue, rel=1e-12)
+    assert result.p_wilcoxon == pytest.approx(stats.wilcoxon(case_diff).pvalue, rel=1e-12)
     assert result.p_seed_ttest == pytest.approx(stats.ttest_rel(FIXED_A.mean(0), FIXED_B.mean(0)).pvalue, rel=1e-12)
     assert result.effect_size_dz == pytest.approx(case_diff.mean() / case_diff.std(ddof=1), rel=1e-12)
     assert result.ci_low < result.delta_mean < result.ci_high
+    assert result.ci_bootstrap_low < result.delta_mean < result.ci_bootstrap_high
     assert (result.n_cases, result.n_seeds) == (8, 3)
     # 7 positive per-case differences and one exact zero (dropped, zero_method="wilcox"):
     # exact two-sided Wilcoxon p = 2 / 2^7
     assert np.sum(case_diff > 1e-12) == 7 and np.sum(np.abs(case_diff) < 1e-12) == 1
-    assert result.p_value == pytest.approx(2 / 2 ** 7)
+    assert result.p_wilcoxon == pytest.approx(2 / 2 ** 7)
+    assert result.p_value == crossed_random_effects(FIXED_A - FIXED_B).p_value
     assert result.rank_biserial == pytest.approx(1.0)
 
 
@@ -52,20 +54,67 @@ def test_bootstrap_single_seed_equals_case_bootstrap():
     assert (low, high) == pytest.approx((np.quantile(means, 0.025), np.quantile(means, 0.975)))
 
 
-def test_false_positive_rate_is_nominal_under_no_difference():
-    """1000 simulated experiments with no true effect: the primary test rejects ~5% of the time."""
+def _anova_reference(d: np.ndarray) -> tuple[float, float, float]:
+    """Independent crossed-effects t-test: sums of squares from the total decomposition, then the quasi-F SE."""
+    c, s = d.shape
+    grand = d.mean()
+    ss_case = s * ((d.mean(axis=1) - grand) ** 2).sum()
+    ss_seed = c * ((d.mean(axis=0) - grand) ** 2).sum()
+    ss_error = ((d - grand) ** 2).sum() - ss_case - ss_seed
+    ms = np.array([ss_case / (c - 1), ss_seed / (s - 1), ss_error / ((c - 1) * (s - 1))])
+    k = np.array([c - 1, s - 1, (c - 1) * (s - 1)])
+    combined = ms[0] + ms[1] - ms[2]
+    se = np.sqrt(combined / (c * s))
+    df = combined ** 2 / (ms ** 2 / k).sum()
+    return float(se), float(df), float(2 * stats.t.sf(abs(grand) / se, df))
+
+
+def test_crossed_effects_match_an_independent_anova_and_reduce_to_the_paired_t():
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.01, 0.02, (12, 1)) + rng.normal(0, 0.01, (1, 5)) + rng.normal(0, 0.01, (12, 5))
+    result = crossed_random_effects(d)
+    se, df, p = _anova_reference(d)
+    assert (result.se, result.df, result.p_value) == pytest.approx((se, df, p), rel=1e-10)
+    assert result.ci_low < d.mean() < result.ci_high
+    one_seed = d[:, :1]
+    assert crossed_random_effects(one_seed).p_value == pytest.approx(stats.ttest_1samp(one_seed[:, 0], 0).pvalue,
+                                                                     rel=1e-10)
+
+
+def test_seed_effects_enter_the_test_and_hold_the_nominal_rate():
+    """No true effect, but each training run shifts every case (a shared seed effect): the crossed test rejects
+    ~5% of the time, while a Wilcoxon over seed-averaged cases, which treats trainings as fixed, does not."""
     rng = np.random.default_rng(42)
-    n_rep, n_cases, n_seeds = 1000, 20, 3
-    case_effect = rng.normal(0.85, 0.05, size=(n_rep, n_cases, 1))  # case difficulty, shared by both arms
-    a = case_effect + rng.normal(0, 0.02, size=(n_rep, n_cases, n_seeds))
-    b = case_effect + rng.normal(0, 0.02, size=(n_rep, n_cases, n_seeds))
-    diffs = (a - b).mean(axis=2)
-    p = stats.wilcoxon(diffs, axis=1).pvalue
-    rate = float(np.mean(p < 0.05))
-    assert 0.03 <= rate <= 0.07, rate
-    # and the bootstrap CI covers the true zero ~95% of the time (checked on a subset, it is slower)
-    covered = [lo <= 0 <= hi for lo, hi in (bootstrap_ci(a[i] - b[i], n_boot=1000, seed=i) for i in range(200))]
-    assert 0.90 <= np.mean(covered) <= 0.99
+    n_rep, n_cases, n_seeds = 1000, 40, 5
+    case = rng.normal(0, 0.01, (n_rep, n_cases, 1))
+    seed = rng.normal(0, 0.006, (n_rep, 1, n_seeds))  # run-to-run shift of the delta
+    d = case + seed + rng.normal(0, 0.01, (n_rep, n_cases, n_seeds))
+    crossed = np.array([crossed_random_effects(x).p_value for x in d])
+    wilcoxon = stats.wilcoxon(d.mean(axis=2), axis=1).pvalue
+    assert 0.03 <= np.mean(crossed < 0.05) <= 0.075, np.mean(crossed < 0.05)
+    assert np.mean(wilcoxon < 0.05) > 0.25  # the fixed-trainings test is anti-conservative here
+    covered = np.mean([(r.ci_low <= 0 <= r.ci_high) for r in map(crossed_random_effects, d[:400])])
+    assert 0.92 <= covered <= 0.98
+
+
+def test_crossed_mde_gives_the_power_it_promises_and_shrinks_with_the_design():
+    var_case, var_seed, var_res = 0.01 ** 2, 0.006 ** 2, 0.01 ** 2
+    n_cases, n_seeds = 40, 5
+    mde = crossed_mde(var_case, var_seed, var_res, n_cases, n_seeds)
+    rng = np.random.default_rng(1)
+    d = (mde + rng.normal(0, 0.01, (1500, n_cases, 1)) + rng.normal(0, 0.006, (1500, 1, n_seeds))
+         + rng.normal(0, 0.01, (1500, n_cases, n_seeds)))
+    power = np.mean([crossed_random_effects(x).p_value < 0.05 for x in d])
+    assert power == pytest.approx(0.8, abs=0.05)
+    mdes = {(c, s): crossed_mde(var_case, var_seed, var_res, c, s) for c in (14, 40, 112) for s in (3, 5, 10, 20)}
+    for s in (10, 20):
+        assert mdes[(14, s)] > mdes[(40, s)] > mdes[(112, s)]
+    for c in (14, 40, 112):
+        assert mdes[(c, 3)] > mdes[(c, 5)] > mdes[(c, 10)] > mdes[(c, 20)]
+    # with 3 trainings the seed term and its 2 degrees of freedom dominate: more test cases do not help
+    assert mdes[(112, 3)] > mdes[(14, 3)] * 0.95
+    # with a run-to-run sd of 0.6 points, more test cases alone cannot push the MDE below the seed term
+    assert crossed_mde(var_case, var_seed, var_res, 10 ** 6, 5) > 2.8 * 0.006 / np.sqrt(5)
 
 
 def test_mde_is_exact_noncentral_t_and_matches_simulated_power():
@@ -78,21 +127,6 @@ def test_mde_is_exact_noncentral_t_and_matches_simulated_power():
     samples = rng.normal(mde, sd, size=(4000, n))
     power = np.mean(stats.ttest_1samp(samples, 0, axis=1).pvalue < 0.05)
     assert power == pytest.approx(0.8, abs=0.025)
-
-
-def test_mde_shrinks_with_seeds_and_cases():
-    rng = np.random.default_rng(3)
-    true_case = rng.normal(0, 0.01, size=(30, 1))
-    diff = true_case + rng.normal(0, 0.03, size=(30, 4))  # seed noise larger than the case effect
-    between, within = variance_components(diff)
-    assert within > between >= 0
-    mdes = {(c, s): design_mde(diff, n_cases=c, n_seeds=s) for c in (10, 30, 100) for s in (1, 3, 10)}
-    for s in (1, 3, 10):
-        assert mdes[(10, s)] > mdes[(30, s)] > mdes[(100, s)]
-    for c in (10, 30, 100):
-        assert mdes[(c, 1)] > mdes[(c, 3)] > mdes[(c, 10)]
-    # the paper's +0.67 Dice points need far more than a small design when seed noise is ~3 points
-    assert mdes[(10, 1)] > 0.0067
 
 
 def test_metric_matrix_from_rows_and_misalignment():

@@ -37,7 +37,9 @@ class PhantomSource:
         case = generate_case(case_seed(self.seed, record.details["index"]), self.config)
         where = Path(f"phantom:{record.case_id}")
         return RawCase(case_id=record.case_id, patient_id=record.patient_id, image=case.image, label=case.label,
-                       affine=case.affine, image_path=where, label_path=where, meta={"phantom": case.info})
+                       affine=case.affine, image_path=where, label_path=where,
+                       meta={"phantom": case.info, "phantom_config": self.config.to_dict(),
+                             "phantom_seed": [self.seed, record.details["index"]]})
 
     def content_key(self, record: CaseRecord) -> str:
         payload = {"version": PHANTOM_VERSION, "config": self.config.to_dict(), "seed": self.seed,

@@ -15,7 +15,7 @@ from foscu_bench.data.volume_io import RawCase
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile
 
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 BODY_THRESHOLD = 0.08
 """Normalised intensity above which a voxel counts as body when framing the crop (air/noise is ~0-0.03)."""
 
@@ -60,6 +60,7 @@ def preprocess_case(raw: RawCase, label_map: LabelMap, profile: Profile) -> Pair
         "liver_ml_native": round(liver_ml_native, 3),
         "liver_kept_fraction": round(liver_ml / liver_ml_native, 4) if liver_ml_native else 0.0,
         "affine": np.asarray(out["image"].affine, dtype=np.float64).tolist(),
+        "source": raw.meta,
     }
     return Pair(image=image, label=label_out, spacing=profile.spacing, case_id=raw.case_id,
                 patient_id=raw.patient_id, meta=meta)

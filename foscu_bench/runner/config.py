@@ -30,6 +30,17 @@ class RunConfig:
     extractor: str = "foscu-ae3d"
     """Feature extractor of the fidelity metrics (not part of the run's identity: changing it redoes fidelity only)."""
     extractor_weights: str | None = None
+    controls: bool = True
+    """Run the controls beside the generators: the negative control always, the positive (oracle) on phantoms."""
+    real_cases: tuple[int | None, ...] = (None,)
+    """Real-data levels: numbers of real training cases (nested seeded subsets); None = the whole training split."""
+    real_draws: int = 1
+    """Subset draws per level below the whole split (each draw its own nested sequence of subsets)."""
+    synthetic_fraction: float | None = None
+    """Share of real+synthetic training samples drawn from the synthetic pool; None: proportional to pool sizes."""
+    exposure_matched: bool = False
+    """Also train an exposure-matched real+synthetic arm: iterations / (1 - synthetic share), so it sees each real
+    case as often as real-only does (the default arm is compute-matched: same iterations)."""
 
     def __post_init__(self) -> None:
         if not self.generators:
@@ -40,6 +51,29 @@ class RunConfig:
             raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
         if self.synthetic is not None and self.synthetic < 1:
             raise ConfigError(f"--synthetic must be >= 1, got {self.synthetic}")
+        if not self.real_cases or any(n is not None and n < 1 for n in self.real_cases):
+            raise ConfigError(f"--real-cases must be positive numbers or 'all', got {self.real_cases}")
+        if len(set(self.real_cases)) != len(self.real_cases):
+            raise ConfigError(f"--real-cases names a level twice: {self.real_cases}")
+        if self.real_draws < 1:
+            raise ConfigError(f"--real-draws must be >= 1, got {self.real_draws}")
+        if self.synthetic_fraction is not None and not 0.0 < self.synthetic_fraction < 1.0:
+            raise ConfigError(f"--synthetic-fraction must be in (0, 1), got {self.synthetic_fraction}")
+
+
+def parse_real_cases(text: str) -> tuple[int | None, ...]:
+    """``"4,8,16,all"`` -> (4, 8, 16, None), sorted with ``all`` last."""
+    levels = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        if item.lower() == "all":
+            levels.append(None)
+        elif item.isdigit() and int(item) > 0:
+            levels.append(int(item))
+        else:
+            raise ConfigError(f"--real-cases: {item!r} is not a positive number or 'all' (example: 4,8,16,all)")
+    if not levels:
+        raise ConfigError("--real-cases is empty (example: 4,8,16,all)")
+    return tuple(sorted(set(levels), key=lambda n: (n is None, n or 0)))
 
 
 def run_id(config: RunConfig, dataset_name: str, profile_name: str, fingerprint: str, device_type: str) -> str:

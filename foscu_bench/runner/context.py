@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from foscu_bench.generator import GeneratorMeta, get_meta
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile, get_profile
@@ -29,6 +31,8 @@ class RunContext:
     metas: dict[str, GeneratorMeta]
     fingerprint: str
     reporter: Reporter = field(default_factory=NullReporter)
+    generators: tuple[str, ...] = ()
+    """What the run benchmarks: the asked generators, then the controls (``controls``)."""
     memo: dict = field(default_factory=dict)
     """Per-process memo (loaded pairs, the feature extractor, hash checks); never persisted."""
 
@@ -40,24 +44,53 @@ class RunContext:
     def directory(self) -> Path:
         return self.layout.directory
 
+    # -- the real-data axis --------------------------------------------------------------------------------
+    def levels(self) -> list[tuple[int | None, int]]:
+        """(n_real, draw) of every real-data level; (None, 0) is the whole training split."""
+        out = []
+        for n in self.config.real_cases:
+            if n is None or n >= len(self.split.train):
+                out.append((None, 0))
+            else:
+                out += [(n, draw) for draw in range(self.config.real_draws)]
+        return list(dict.fromkeys(out))
+
+    def train_ids(self, n_real: int | None = None, draw: int = 0) -> list[str]:
+        """The training cases of a level: the first ``n_real`` of a seeded permutation of the training split, so
+        every smaller subset of a draw lies inside the larger ones (nested)."""
+        ids = list(self.split.train)
+        if n_real is None:
+            return ids
+        order = np.random.default_rng(np.random.SeedSequence([self.config.split_seed, SUBSET_STREAM, draw]))
+        return [ids[i] for i in order.permutation(len(ids))[:n_real]]
+
+    def n_train(self, n_real: int | None) -> int:
+        return len(self.split.train) if n_real is None else n_real
+
     # -- data ------------------------------------------------------------------------------------------
-    def pairs(self, which: str) -> list[Pair]:
-        """``train``, ``test`` or ``all`` real pairs, loaded once per process."""
-        key = ("pairs", which)
+    def pairs(self, which: str, n_real: int | None = None, draw: int = 0) -> list[Pair]:
+        """``train`` (of a level), ``test``, ``val`` or ``all`` real pairs, loaded once per process."""
+        ids = {"train": None, "test": self.split.test, "val": self.split.val, "all": self.dataset.case_ids}[which]
+        if which == "train":
+            ids = self.train_ids(n_real, draw)
+        key = ("pairs", tuple(ids))
         if key not in self.memo:
-            ids = {"train": self.split.train, "test": self.split.test, "all": self.dataset.case_ids}[which]
-            with self.reporter.task(f"loading {which} cases", len(ids)) as update:
-                done = []
-                self.memo[key] = self.dataset.pairs(ids, progress=lambda c: (done.append(c), update(len(done))))
+            missing = [c for c in ids if ("pair", c) not in self.memo]
+            with self.reporter.task(f"loading {which} cases", len(missing)) as update:
+                for i, pair in enumerate(self.dataset.pairs(missing)):
+                    self.memo[("pair", pair.case_id)] = pair
+                    update(i + 1)
+            loaded = [self.memo[("pair", c)] for c in ids]
+            self.memo[key] = loaded
         return self.memo[key]
 
-    def training_set(self):
+    def training_set(self, n_real: int | None = None, draw: int = 0):
         from foscu_bench.data.splits import TrainingSet
 
-        return TrainingSet(self.pairs("train"), self.split)
+        return TrainingSet(self.pairs("train", n_real, draw), self.split)
 
-    def synthetic_pairs(self, generator: str, seed: int) -> list[Pair]:
-        return load_synthetic(self.layout.synthetic(generator, seed), self.profile)
+    def synthetic_pairs(self, generator: str, seed: int, n_real: int | None = None, draw: int = 0) -> list[Pair]:
+        return load_synthetic(self.layout.synthetic(generator, seed, n_real, draw), self.profile)
 
     # -- conveniences for the CLI ---------------------------------------------------------------------------
     def plan(self):
@@ -78,12 +111,25 @@ def prepare(config: RunConfig, out: str | Path = "runs", reporter: Reporter | No
     from foscu_bench.segmentation import resolve_device
 
     profile = get_profile(config.profile)
-    metas = {name: get_meta(name) for name in config.generators}
     device = resolve_device(config.device)
     dataset = open_dataset(config.dataset, label_map=config.label_map, profile=profile)
+    generators = tuple(config.generators) + tuple(
+        c for c in default_controls(dataset) if config.controls and c not in config.generators)
+    metas = {name: get_meta(name) for name in generators}
     split = split_dataset(dataset, config.split_seed)
     fingerprint = dataset.fingerprint()
     directory = Path(out) / run_id(config, dataset.name, profile.name, fingerprint, device.type)
     return RunContext(config=config, profile=profile, dataset=dataset, split=split, layout=RunLayout(directory),
                       device=device, n_synthetic=config.synthetic or len(split.train), metas=metas,
-                      fingerprint=fingerprint, reporter=reporter or NullReporter())
+                      fingerprint=fingerprint, reporter=reporter or NullReporter(), generators=generators)
+
+
+SUBSET_STREAM = 0x5B5E7
+"""Second entropy word of the real-data subset permutations (the split itself uses its own stream)."""
+
+
+def default_controls(dataset) -> tuple[str, ...]:
+    """The positive control where the dataset is a phantom (it needs the simulator), the negative one always."""
+    from foscu_bench.controls import NEGATIVE, POSITIVE
+
+    return (POSITIVE, NEGATIVE) if dataset.source.kind == "phantom" else (NEGATIVE,)

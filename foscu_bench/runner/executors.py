@@ -20,55 +20,72 @@ from foscu_bench.runner.plan import step_record
 from foscu_bench.store import Step, file_sha256, save_synthetic
 
 
-def _generator(ctx, name: str, generators: dict):
-    """The fitted generator, loaded once per executor process."""
-    if name not in generators:
-        generators[name] = fitted_generator(ctx, name)
-    return generators[name]
+def _generator(ctx, step: Step, generators: dict):
+    """The fitted generator of the step's level, loaded once per executor process."""
+    key = (step.generator, step.n_real, step.draw)
+    if key not in generators:
+        generators[key] = fitted_generator(ctx, step.generator, step.n_real, step.draw)
+    return generators[key]
 
 
 def run_fit(ctx, step: Step, generators: dict) -> dict:
-    _generator(ctx, step.generator, generators)
-    entry = fit_entry(ctx, step.generator)
+    _generator(ctx, step, generators)
+    entry = fit_entry(ctx, step.generator, step.n_real, step.draw)
     fit = json.loads(entry.record.read_text())
     return {"fit": {k: v for k, v in fit.items() if k != "train_case_ids"}, "cache_entry": str(entry.directory),
             "seconds": fit["fit_seconds"]}
 
 
 def run_sample(ctx, step: Step, generators: dict) -> dict:
-    generator = _generator(ctx, step.generator, generators)
+    generator = _generator(ctx, step, generators)
     with ctx.reporter.task(f"sample {step.generator} seed {step.seed}", ctx.n_synthetic) as update:
         started = time.perf_counter()
         pairs = sample_validated(generator, ctx.n_synthetic, step.seed, ctx.profile.shape, progress=update)
         seconds = time.perf_counter() - started
-    path = ctx.layout.synthetic(step.generator, step.seed)
+    path = ctx.layout.synthetic(step.generator, step.seed, step.n_real, step.draw)
     save_synthetic(path, pairs)
     return {"seconds": seconds, "seconds_per_volume": seconds / len(pairs), "n": len(pairs), "seed": step.seed,
             "sha256": file_sha256(path), "liver_ml": [p.liver_volume_ml for p in pairs],
             "n_with_tumour": sum(p.has_tumour for p in pairs)}
 
 
+def unet_settings(ctx, step: Step, n_real: int, n_synthetic: int):
+    """The profile's U-Net settings; the exposure-matched arm trains 1 / (1 - synthetic share) times longer, so it
+    sees each real case as often as the real-only arm (the default real+synthetic arm is compute-matched)."""
+    from dataclasses import replace
+
+    settings = ctx.profile.segmentation
+    if step.arm != "real+synthetic-exposure":
+        return settings
+    share = ctx.config.synthetic_fraction
+    share = n_synthetic / (n_real + n_synthetic) if share is None else share
+    return replace(settings, iterations=int(round(settings.iterations / (1.0 - share))))
+
+
 def run_unet(ctx, step: Step, generators: dict) -> dict:
     from foscu_bench.segmentation import evaluate, train_segmentation
 
-    settings = ctx.profile.segmentation
-    synthetic = ctx.synthetic_pairs(step.generator, step.seed) if step.generator else []
-    label = f"U-Net {step.generator or 'real-only'}{' (synthetic only)' if step.arm == 'synthetic' else ''} " \
-            f"seed {step.seed}"
+    real = ctx.pairs("train", step.n_real, step.draw) if step.arm != "synthetic" else []
+    synthetic = ctx.synthetic_pairs(step.generator, step.seed, step.n_real, step.draw) if step.generator else []
+    settings = unet_settings(ctx, step, len(real), len(synthetic))
+    arm = "real+synthetic" if step.arm == "real+synthetic-exposure" else step.arm
+    label = f"U-Net {step.generator or 'real-only'} ({step.arm}, {ctx.n_train(step.n_real)} real) seed {step.seed}"
     with ctx.reporter.task(label, settings.iterations) as update:
-        result = train_segmentation(ctx.pairs("train") if step.arm != "synthetic" else [], synthetic, step.arm,
-                                    settings, seed=step.seed, device=str(ctx.device),
+        result = train_segmentation(real, synthetic, arm, settings, seed=step.seed, device=str(ctx.device),
+                                    synthetic_fraction=ctx.config.synthetic_fraction,
                                     progress=lambda it, loss: update(it, info=f"loss {loss:.3f}"))
         started = time.perf_counter()
-        rows = evaluate(result.model, ctx.pairs("test"), settings)
+        rows = evaluate(result.model, ctx.pairs("test"), ctx.profile.segmentation)
         eval_seconds = time.perf_counter() - started
     generator = step.generator or "real-only"
-    rows = [{"generator": generator, "arm": step.arm, "seed": step.seed, **row} for row in rows]
-    sample = step_record(ctx, Step("sample", step.generator, step.seed)) if step.generator else None
+    rows = [{"generator": generator, "arm": step.arm, "n_real": ctx.n_train(step.n_real), "draw": step.draw,
+             "seed": step.seed, **row} for row in rows]
+    sample = (step_record(ctx, Step("sample", step.generator, step.seed, None, step.n_real, step.draw))
+              if step.generator else None)
     return {"rows": rows, "synthetic_sha256": sample["sha256"] if sample else None,
             "losses": downsample(result.losses), "train_seconds": result.seconds, "eval_seconds": eval_seconds,
             "seconds": result.seconds + eval_seconds, "iterations": result.iterations, "n_real": result.n_real,
-            "n_synthetic": result.n_synthetic, "device": result.device}
+            "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures, "device": result.device}
 
 
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:
@@ -80,27 +97,29 @@ def run_fidelity(ctx, step: Step, generators: dict) -> dict:
     needed = len(real) // 2
     synthetic: list[np.ndarray] = []
     for seed in range(ctx.config.seeds):  # seeds in order until the matched n is reached
-        synthetic += [p.image for p in ctx.synthetic_pairs(step.generator, seed)]
+        synthetic += [p.image for p in ctx.synthetic_pairs(step.generator, seed, step.n_real, step.draw)]
         if len(synthetic) >= needed:
             break
-    extractor = feature_extractor(ctx)
+    extractor = feature_extractor(ctx, step.n_real, step.draw)
     with ctx.reporter.task(f"fidelity {step.generator} ({extractor.name})", None):
         report = fidelity_report(np.stack(synthetic), real, extractor, seed=ctx.config.split_seed)
     return {"generator": step.generator, "extractor": {"name": extractor.name, **extractor.provenance},
             "report": report, "seconds": time.perf_counter() - started}
 
 
-def feature_extractor(ctx):
-    """The run's fidelity feature extractor (the offline default is trained on the training split and cached)."""
+def feature_extractor(ctx, n_real: int | None = None, draw: int = 0):
+    """The fidelity feature extractor of a level (the offline default is trained on that level's training cases
+    only, and cached)."""
     from foscu_bench.metrics.features import get_extractor
 
-    if "extractor" not in ctx.memo:
-        train = np.stack([p.image for p in ctx.pairs("train")])
-        ctx.memo["extractor"] = get_extractor(
+    key = ("extractor", n_real, draw)
+    if key not in ctx.memo:
+        train = np.stack([p.image for p in ctx.pairs("train", n_real, draw)])
+        ctx.memo[key] = get_extractor(
             ctx.config.extractor, weights=ctx.config.extractor_weights, train_images=train,
-            cache_key=json_hash({"dataset": ctx.fingerprint, "train": list(ctx.split.train)}),
+            cache_key=json_hash({"dataset": ctx.fingerprint, "train": ctx.train_ids(n_real, draw)}),
             seed=ctx.config.fit_seed, device=str(ctx.device))
-    return ctx.memo["extractor"]
+    return ctx.memo[key]
 
 
 EXECUTORS: dict[str, Callable[..., dict]] = {"fit": run_fit, "sample": run_sample, "unet": run_unet,

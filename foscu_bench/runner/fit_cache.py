@@ -31,40 +31,41 @@ def generator_provenance(ctx, name: str) -> dict:
     return ctx.memo[key]
 
 
-def fit_cache_key(ctx, name: str) -> dict:
+def fit_cache_key(ctx, name: str, n_real: int | None = None, draw: int = 0) -> dict:
+    """Everything a fit depends on; the training cases are those of the real-data level."""
     provenance = generator_provenance(ctx, name)
     return {"generator": name, "target": ctx.metas[name].target, "config": provenance["config"],
             "code": provenance["code_fingerprint"], "profile": ctx.profile.to_dict(), "dataset": ctx.fingerprint,
-            "train": list(ctx.split.train), "seed": ctx.config.fit_seed, "device": ctx.device.type,
+            "train": ctx.train_ids(n_real, draw), "seed": ctx.config.fit_seed, "device": ctx.device.type,
             "foscu_bench": __version__, "cache_version": FIT_CACHE_VERSION}
 
 
-def fit_entry(ctx, name: str) -> FitEntry:
+def fit_entry(ctx, name: str, n_real: int | None = None, draw: int = 0) -> FitEntry:
     from foscu_bench.data.cache import cache_root
 
-    key = ("fit_entry", name)
+    key = ("fit_entry", name, n_real, draw)
     if key not in ctx.memo:
-        ctx.memo[key] = FitEntry(cache_root() / "generators" / name / json_hash(fit_cache_key(ctx, name)))
+        ctx.memo[key] = FitEntry(cache_root() / "generators" / name / json_hash(fit_cache_key(ctx, name, n_real, draw)))
     return ctx.memo[key]
 
 
-def fitted_generator(ctx, name: str):
-    """Fit ``name`` on the training split (or take the cached fit) and load it from its checkpoint.
+def fitted_generator(ctx, name: str, n_real: int | None = None, draw: int = 0):
+    """Fit ``name`` on the level's training cases (or take the cached fit) and load it from its checkpoint.
 
     The entry is locked while it is fitted, so two runs needing the same fit wait for one another.
     """
-    entry = fit_entry(ctx, name)
+    entry = fit_entry(ctx, name, n_real, draw)
     with exclusive_lock(entry.lock, wait=True):
         if not entry.done:
-            _fit_into(ctx, name, entry)
+            _fit_into(ctx, name, entry, n_real, draw)
     return load(name, entry.checkpoint, ctx.device)
 
 
-def _fit_into(ctx, name: str, entry: FitEntry) -> None:
+def _fit_into(ctx, name: str, entry: FitEntry, n_real: int | None, draw: int) -> None:
     generator = create(name)
     with ctx.reporter.task(f"fit {name}", None) as update:
         started = time.perf_counter()
-        generator.fit(ctx.training_set(), ctx.profile, ctx.config.fit_seed, ctx.device,
+        generator.fit(ctx.training_set(n_real, draw), ctx.profile, ctx.config.fit_seed, ctx.device,
                       progress=lambda stage, it, total, loss: update(it, total, f"{stage} loss {loss:.4f}"),
                       work_dir=entry.work)  # stage checkpoints: a killed fit resumes mid-stage
         seconds = time.perf_counter() - started
@@ -75,7 +76,7 @@ def _fit_into(ctx, name: str, entry: FitEntry) -> None:
         "generator": name, "fit_seconds": seconds, "fit_seed": ctx.config.fit_seed, "device": str(ctx.device),
         "n_parameters": type(generator).parameter_count(ctx.profile), "config": provenance["config"],
         "settings": provenance["settings"], "code_fingerprint": provenance["code_fingerprint"],
-        "train_case_ids": list(ctx.split.train),
+        "train_case_ids": ctx.train_ids(n_real, draw),
         "loss_curves": {k: downsample(v) for k, v in generator.loss_curves().items()}})
     shutil.rmtree(entry.work, ignore_errors=True)
 

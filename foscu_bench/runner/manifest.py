@@ -23,22 +23,38 @@ def now() -> str:
 
 
 def _generators(ctx) -> dict:
+    """Per generator: what it is, its resolved config and code fingerprint, fit and sampling costs per level."""
     out = {}
     for name, meta in ctx.metas.items():
-        fit = step_record(ctx, Step("fit", name))
-        samples = [r for r in (step_record(ctx, Step("sample", name, s)) for s in range(ctx.config.seeds)) if r]
+        fits, per_volume = {}, {}
+        for n, d in ctx.levels():
+            level = f"n-{ctx.n_train(n)}-draw-{d}"
+            fit = step_record(ctx, Step("fit", name, None, None, n, d))
+            if fit:
+                fits[level] = fit
+            samples = [r for r in (step_record(ctx, Step("sample", name, s, None, n, d))
+                                   for s in range(ctx.config.seeds)) if r]
+            if samples:
+                per_volume[level] = float(np.mean([r["seconds_per_volume"] for r in samples]))
+        last = fits[max(fits, key=lambda k: tuple(int(x) for x in k.split("-")[1::2]))] if fits else None
         out[name] = {
             "kind": meta.kind, "target": meta.target, "citation": meta.citation, "reference": meta.reference,
             "conditioning": meta.conditioning,
-            "config": fit["fit"]["config"] if fit else None,
-            "settings": fit["fit"].get("settings") if fit else None,
-            "code_fingerprint": fit["fit"].get("code_fingerprint") if fit else None,
-            "n_parameters": fit["fit"]["n_parameters"] if fit else None,
-            "fit_seconds": fit["fit"]["fit_seconds"] if fit else None,
-            "fit_cache_key": Path(fit["cache_entry"]).name if fit else None,
-            "sample_seconds_per_volume": (float(np.mean([r["seconds_per_volume"] for r in samples]))
-                                          if samples else None)}
+            "config": last["fit"]["config"] if last else None,
+            "settings": last["fit"].get("settings") if last else None,
+            "code_fingerprint": last["fit"].get("code_fingerprint") if last else None,
+            "n_parameters": last["fit"]["n_parameters"] if last else None,
+            "fit_seconds": last["fit"]["fit_seconds"] if last else None,
+            "fit_cache_key": Path(last["cache_entry"]).name if last else None,
+            "sample_seconds_per_volume": float(np.mean(list(per_volume.values()))) if per_volume else None,
+            "fit_seconds_by_level": {k: v["fit"]["fit_seconds"] for k, v in fits.items()},
+            "sample_seconds_per_volume_by_level": per_volume}
     return out
+
+
+def _levels(ctx) -> list[dict]:
+    return [{"n_real": ctx.n_train(n), "draw": d, "whole_split": n is None, "train": ctx.train_ids(n, d)}
+            for n, d in ctx.levels()]
 
 
 def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
@@ -58,8 +74,10 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
         "schema_version": RUN_SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_id": ctx.run_id,
         "status": status,
         "created": previous.get("created", now()),
-        "config": asdict(ctx.config) | {"generators": list(ctx.config.generators), "n_synthetic": ctx.n_synthetic,
-                                        "device_resolved": str(ctx.device)},
+        "config": asdict(ctx.config) | {"generators": list(ctx.generators),
+                                        "asked_generators": list(ctx.config.generators),
+                                        "n_synthetic": ctx.n_synthetic, "device_resolved": str(ctx.device)},
+        "real_data_levels": _levels(ctx),
         "profile": ctx.profile.to_dict(),
         "dataset": ctx.dataset.describe() | {"fingerprint": ctx.fingerprint},
         "split": ctx.split.to_dict(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from foscu_bench.store import Step, file_sha256
 from foscu_bench.timings import estimate, machine_id, timing_key
 
-STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 1, "fidelity": 2}
+STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 2, "fidelity": 2}
 """Bump one when its step's computation changes: older step files are then redone on resume."""
 
 
@@ -24,16 +24,20 @@ class PlannedStep:
 
 
 def steps(ctx) -> list[Step]:
-    """Real-only U-Nets; then per generator: fit, samples, U-Nets (real+synthetic, optionally synthetic), fidelity."""
+    """Per real-data level: real-only U-Nets; then per generator and control: fit, samples, U-Nets (real+synthetic;
+    optionally exposure-matched and synthetic-only), fidelity."""
     config = ctx.config
-    out = [Step("unet", None, s, "real") for s in range(config.seeds)]
-    for name in config.generators:
-        out.append(Step("fit", name))
-        out += [Step("sample", name, s) for s in range(config.seeds)]
-        out += [Step("unet", name, s, "real+synthetic") for s in range(config.seeds)]
-        if config.synthetic_only:
-            out += [Step("unet", name, s, "synthetic") for s in range(config.seeds)]
-        out.append(Step("fidelity", name))
+    seeds = range(config.seeds)
+    arms = ["real+synthetic"] + (["real+synthetic-exposure"] if config.exposure_matched else []) + (
+        ["synthetic"] if config.synthetic_only else [])
+    out = []
+    for n, d in ctx.levels():
+        out += [Step("unet", None, s, "real", n, d) for s in seeds]
+        for name in ctx.generators:
+            out.append(Step("fit", name, None, None, n, d))
+            out += [Step("sample", name, s, None, n, d) for s in seeds]
+            out += [Step("unet", name, s, arm, n, d) for arm in arms for s in seeds]
+            out.append(Step("fidelity", name, None, None, n, d))
     return out
 
 
@@ -47,14 +51,14 @@ def step_record(ctx, step: Step) -> dict | None:
     if step.kind == "sample" and not _synthetic_intact(ctx, step, record):
         return None  # the synthetic set was deleted or changed: sample again
     if step.kind == "unet" and step.generator and "synthetic_sha256" in record:
-        sample = step_record(ctx, Step("sample", step.generator, step.seed))
+        sample = step_record(ctx, Step("sample", step.generator, step.seed, None, step.n_real, step.draw))
         if sample is None or sample["sha256"] != record["synthetic_sha256"]:
             return None  # trained on a synthetic set that no longer exists
     return record
 
 
 def _synthetic_intact(ctx, step: Step, record: dict) -> bool:
-    path = ctx.layout.synthetic(step.generator, step.seed)
+    path = ctx.layout.synthetic(step.generator, step.seed, step.n_real, step.draw)
     key = ("sha256", str(path), path.stat().st_mtime_ns if path.is_file() else None)
     if key not in ctx.memo:
         ctx.memo[key] = path.is_file() and file_sha256(path) == record.get("sha256")
@@ -68,7 +72,8 @@ def plan(ctx) -> list[PlannedStep]:
 def step_timing_key(ctx, step: Step) -> str:
     """What a step's time depends on: its kind, the profile content, the device and machine, and the generator
     (with the sample count for samples). U-Net arms of one profile share a key (same budget)."""
-    parts = {"kind": step.kind, "profile": ctx.profile.to_dict(), "machine": machine_id(ctx.device.type)}
+    parts = {"kind": step.kind, "profile": ctx.profile.to_dict(), "machine": machine_id(ctx.device.type),
+             "n_real": ctx.n_train(step.n_real), "arm": step.arm}
     if step.kind in ("fit", "sample"):
         parts["generator"] = step.generator
     if step.kind == "sample":
@@ -83,6 +88,6 @@ def estimate_seconds(ctx, step: Step) -> float | None:
     if step.kind == "fit":
         from foscu_bench.runner.fit_cache import fit_entry
 
-        if fit_entry(ctx, step.generator).done:
+        if fit_entry(ctx, step.generator, step.n_real, step.draw).done:
             return 0.0
     return estimate(step_timing_key(ctx, step))
