@@ -54,6 +54,9 @@ class Profile:
     """Cases in the embedded phantom dataset at this profile."""
     split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
     """Patient-level train / validation / test fractions."""
+    phantom_split_fractions: tuple[float, float, float] | None = None
+    """Fractions for the phantom datasets, where cases are free: a large held-out test set gives the power to see
+    effects of the paper's size (None: ``split_fractions``)."""
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)
     """Image intensities are mapped linearly from these percentiles to [0, 1] and clipped."""
     segmentation: SegmentationSettings = SegmentationSettings(
@@ -92,7 +95,8 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         shape=(32, 32, 32),
         phantom_spacing=(6.0, 4.5, 10.0),
-        n_phantom_cases=48,
+        n_phantom_cases=160,
+        phantom_split_fractions=(0.2, 0.1, 0.7),
         segmentation=SegmentationSettings(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2,
                                           iterations=500, batch_size=2, patch_size=(32, 32, 32),
                                           nsd_tolerance_mm=10.0),

@@ -125,7 +125,7 @@ def chaos_dir(tmp_path, tiny_cases):
     return root.parent.parent
 
 
-RUN_ARGS = ["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet"]
+RUN_ARGS = ["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet", "--no-controls"]
 
 
 def _run_dir(out: Path) -> Path:

@@ -41,7 +41,8 @@ def test_a_group_of_one_run_has_the_runs_own_statistics(finished_run):
     run_dir, _ = finished_run
     (group,) = group_runs([load_run(run_dir)])
     assert group.stats == json.loads((run_dir / "stats.json").read_text())
-    assert group.stats["holm_families"]["real+synthetic/dice_liver"] == ["classic-aug"]
+    n_train = len(json.loads((run_dir / "manifest.json").read_text())["split"]["train"])
+    assert group.stats["holm_families"][f"generators/real+synthetic/dice_liver/n-{n_train}"] == ["classic-aug"]
     row = leaderboard_rows(run_dir)[0]
     assert row["p_holm"] == group.stats["generators"]["classic-aug"]["p_holm"] and row["holm_family_size"] == 1
 
@@ -58,7 +59,7 @@ def test_runs_with_one_key_share_one_real_only_arm_and_one_holm_family(finished_
     (group,) = group_runs(runs)
     real = group.frame[group.frame["generator"] == "real-only"]
     assert len(real) == len(runs[0].metrics[runs[0].metrics["generator"] == "real-only"])  # once, not twice
-    family = group.stats["holm_families"]["real+synthetic/dice_liver"]
+    family = group.stats["holm_families"][f"generators/real+synthetic/dice_liver/n-{group.stats['levels'][-1]}"]
     assert family == ["classic-aug", "other-gen"]
     p = [group.stats["generators"][g]["p_value"] for g in family]
     assert [group.stats["generators"][g]["p_holm"] for g in family] == pytest.approx(list(holm(p)))

@@ -32,8 +32,8 @@ def test_tiny_run_writes_the_result_schema(finished_run):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     n_test = len(manifest["split"]["test"])
-    assert list(metrics.columns[:7]) == ["generator", "arm", "seed", "case_id", "dice_liver", "nsd_liver",
-                                         "hd95_liver"]
+    assert list(metrics.columns[:9]) == ["generator", "arm", "n_real", "draw", "seed", "case_id", "dice_liver",
+                                         "nsd_liver", "hd95_liver"]
     assert len(metrics) == 2 * 2 * n_test  # (real-only, real+classic-aug) x 2 seeds x test cases
     assert set(metrics["case_id"]) == set(manifest["split"]["test"])
     assert not set(metrics["case_id"]) & set(manifest["split"]["train"])
@@ -51,7 +51,7 @@ def test_tiny_run_writes_the_result_schema(finished_run):
     assert all(s["status"] == "done" for s in manifest["steps"].values())
     assert len(manifest["dataset"]["fingerprint"]) >= 16 and manifest["versions"]["torch"].startswith("2.")
     assert manifest["git"]["commit"] is None or len(manifest["git"]["commit"]) == 40  # None outside a checkout
-    assert manifest["protocol_version"] == 1
+    assert manifest["protocol_version"] == 2
     assert manifest["generators"]["classic-aug"]["sample_seconds_per_volume"] > 0
     assert manifest["segmentation"]["nsd_tolerance_mm"] == 20.0
     synthetic = np.load(run_dir / "synthetic" / "classic-aug" / "seed-1.npz")
@@ -109,7 +109,7 @@ def test_a_run_being_written_is_locked(finished_run, monkeypatch):
 
     run_dir, cache = finished_run
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
-    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny"), run_dir.parent)
+    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False), run_dir.parent)
     assert run.directory == run_dir
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from foscu_bench.store import exclusive_lock\n"
@@ -132,7 +132,7 @@ def test_plan_reports_done_steps(finished_run, monkeypatch, capsys):
     main(["run", "--generator", "classic-aug", "--seeds", "3", "--profile", "tiny", "--out", str(run_dir.parent),
           "--plan", "--json"])
     plan = json.loads(capsys.readouterr().out)
-    assert len(plan["steps"]) == 3 + 1 + 3 + 3 + 1
+    assert len(plan["steps"]) == 3 + 3 * (1 + 3 + 3 + 1)  # real-only, then classic-aug and both controls
     assert all(not s["done"] for s in plan["steps"])  # another seed count is another run
     assert plan["estimated_seconds"] > 0
 
@@ -157,7 +157,7 @@ def test_leaderboard_formats(finished_run, fmt, tmp_path, capsys):
         assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
         assert f"{100 * stats['delta_dice_mean']:+.2f}".replace("-", "$-$") in text
     else:
-        assert text.splitlines()[0].startswith("| # | generator | Δ Dice")
+        assert text.splitlines()[0].startswith("| # | generator | real cases | Δ Dice")
         assert f"{100 * stats['delta_dice_mean']:+.2f}" in text
 
 
@@ -205,6 +205,6 @@ def test_a_lost_synthetic_set_is_resampled_with_the_unets_trained_on_it(finished
     copy = tmp_path / "runs" / run_dir.name
     shutil.copytree(run_dir, copy)
     (copy / "synthetic" / "classic-aug" / "seed-1.npz").unlink()
-    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny"), copy.parent)
+    run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False), copy.parent)
     pending = {p.step.name for p in run.plan() if not p.done}
     assert pending == {"sample/classic-aug/seed-1", "unet/classic-aug/seed-1"}

@@ -74,8 +74,11 @@ def make_split(case_to_patient: dict[str, str], seed: int,
 
 
 def split_dataset(dataset: "Dataset", seed: int) -> Split:
-    return make_split({c: dataset.record(c).patient_id for c in dataset.case_ids}, seed,
-                      dataset.profile.split_fractions)
+    """The profile's split; phantoms use ``phantom_split_fractions`` where the profile sets them (more test cases)."""
+    fractions = dataset.profile.split_fractions
+    if getattr(dataset.source, "kind", None) == "phantom" and dataset.profile.phantom_split_fractions is not None:
+        fractions = dataset.profile.phantom_split_fractions
+    return make_split({c: dataset.record(c).patient_id for c in dataset.case_ids}, seed, fractions)
 
 
 class TrainingSet(Sequence[Pair]):
