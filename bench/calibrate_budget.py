@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--real-cases", type=int, default=None, help="Nested subset size (default: all).")
     parser.add_argument("--tolerance", type=float, default=0.5, help="Dice points from the best budget.")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Override the profile's learning rate.")
+    parser.add_argument("--batch-size", type=int, default=None, help="Override the profile's batch size.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     ds, split, train = training_split(args.dataset, args.profile)
@@ -44,6 +46,10 @@ def main() -> None:
     results = []
     for budget in budgets:
         settings = replace(ds.profile.segmentation, iterations=budget)
+        if args.learning_rate:
+            settings = replace(settings, learning_rate=args.learning_rate)
+        if args.batch_size:
+            settings = replace(settings, batch_size=args.batch_size)
         dice, seconds = [], []
         for seed in range(args.seeds):
             started = time.perf_counter()
@@ -57,9 +63,11 @@ def main() -> None:
     best = max(r["val_dice_mean"] for r in results)
     plateau = next(r["iterations"] for r in results if r["val_dice_mean"] >= best - args.tolerance / 100)
     report = {"dataset": args.dataset, "profile": args.profile, "n_real": len(real), "n_val": len(validation),
+              "learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
               "seeds": args.seeds, "tolerance_points": args.tolerance, "plateau_iterations": plateau,
               "results": results}
-    name = f"budget_{args.profile}_n{len(real)}.json"
+    suffix = "".join(f"_{k}{v}" for k, v in (("lr", args.learning_rate), ("bs", args.batch_size)) if v)
+    name = f"budget_{args.profile}_n{len(real)}{suffix}.json"
     atomic_write_json(args.out / name, report)
     print(json.dumps({"plateau_iterations": plateau, "best_val_dice": best, "written": str(args.out / name)}))
 

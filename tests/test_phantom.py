@@ -114,3 +114,22 @@ def test_bad_config_is_refused():
         PhantomConfig(weighting="PD")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tumour_fraction"):
         PhantomConfig(tumour_fraction=1.5)
+
+
+def test_parallel_generation_gives_the_serial_pairs(tmp_path, monkeypatch):
+    """Missing phantom cases are made in worker processes; the pairs are exactly the serial ones."""
+    from foscu_bench.data import dataset as D
+    from foscu_bench.data.dataset import open_dataset
+
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "parallel"))
+    monkeypatch.setattr(D, "PARALLEL_MIN_CASES", 2)
+    seen = []
+    parallel = open_dataset("phantom", profile="tiny").pairs(progress=seen.append)
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "serial"))
+    monkeypatch.setattr(D, "PARALLEL_MIN_CASES", 10 ** 9)
+    serial = open_dataset("phantom", profile="tiny").pairs()
+    assert sorted(seen) == sorted(p.case_id for p in serial)  # progress once per case
+    for a, b in zip(parallel, serial):
+        assert a.case_id == b.case_id and a.meta == b.meta
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)

@@ -8,6 +8,8 @@ a deployed model would frame them; the fraction of the liver kept inside the fra
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from foscu_bench.data.label_map import LabelMap
@@ -62,5 +64,6 @@ def preprocess_case(raw: RawCase, label_map: LabelMap, profile: Profile) -> Pair
         "affine": np.asarray(out["image"].affine, dtype=np.float64).tolist(),
         "source": raw.meta,
     }
+    meta = json.loads(json.dumps(meta))  # as the cache stores it: a fresh pair equals its cached copy
     return Pair(image=image, label=label_out, spacing=profile.spacing, case_id=raw.case_id,
                 patient_id=raw.patient_id, meta=meta)
