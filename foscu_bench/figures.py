@@ -225,7 +225,11 @@ def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
             "linestyle": "--" if control else "-", "linewidth": 1.2}
         ax.errorbar(n, mean, yerr=[mean - low, high - mean], marker="o", markersize=3, capsize=3,
                     label=generator + (" (control)" if control else ""), **style)
+    from matplotlib.ticker import NullFormatter, NullLocator
+
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(levels, [str(n) for n in levels])
     ax.set_xlabel("real training cases (nested subsets)")
     ax.set_ylabel("liver Dice on held-out cases (95% CI)")

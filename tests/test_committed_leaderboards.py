@@ -14,7 +14,8 @@ BOARDS = sorted(p.parent for p in ROOT.glob("*/runs"))
 RUN_FILES = ("manifest.json", "metrics.csv", "stats.json", "fidelity.json")
 
 
-def test_no_committed_table_without_its_runs():
+def test_there_is_a_committed_leaderboard_and_no_table_without_its_runs():
+    assert BOARDS, "leaderboards/ must hold at least one table with the runs behind it"
     orphans = [p for p in ROOT.glob("*.*") if p.suffix.lstrip(".") in EXTENSIONS]
     assert not orphans, f"tables without run files: {orphans}"
 
