@@ -31,8 +31,12 @@ def cache_key(parts: dict) -> str:
     return json_hash(parts, 32)
 
 
+def cached_pair_path(key: str) -> Path:
+    return cache_root() / "preprocessed" / f"{key}.npz"
+
+
 def load_cached_pair(key: str) -> Pair | None:
-    path = cache_root() / "preprocessed" / f"{key}.npz"
+    path = cached_pair_path(key)
     if not path.is_file():
         return None
     try:
@@ -47,5 +51,5 @@ def load_cached_pair(key: str) -> Pair | None:
 
 def store_cached_pair(key: str, pair: Pair) -> None:
     meta = dict(pair.meta, spacing=list(pair.spacing), case_id=pair.case_id, patient_id=pair.patient_id)
-    atomic_save_npz(cache_root() / "preprocessed" / f"{key}.npz", image=pair.image, label=pair.label,
+    atomic_save_npz(cached_pair_path(key), image=pair.image, label=pair.label,
                     meta=np.array(json.dumps(meta, sort_keys=True)))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from foscu_bench.data.cache import cache_key, load_cached_pair, store_cached_pair
+from foscu_bench.data.cache import cache_key, cached_pair_path, load_cached_pair, store_cached_pair
 from foscu_bench.data.label_map import LabelMap, parse_label_map
 from foscu_bench.data.preprocess import PREPROCESS_VERSION, preprocess_case
 from foscu_bench.data.sources import CaseRecord, DatasetSource, open_source
@@ -61,9 +61,10 @@ class Dataset:
         """Pairs in order; cases missing from the cache are made in parallel processes when the source is
         generated (the phantom: ~0.5 s a case at quick) and more than a few are missing."""
         case_ids = list(self.case_ids if case_ids is None else case_ids)
-        missing = [c for c in case_ids if load_cached_pair(self._key(c)) is None]
+        generated = getattr(self.source, "kind", None) == "phantom"
+        missing = [c for c in case_ids if not cached_pair_path(self._key(c)).is_file()] if generated else []
         workers = min(os.cpu_count() or 1, len(missing))
-        if getattr(self.source, "kind", None) == "phantom" and workers > 1 and len(missing) >= PARALLEL_MIN_CASES:
+        if workers > 1 and len(missing) >= PARALLEL_MIN_CASES:
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
