@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from foscu_bench.metrics.spec import PRIMARY
+from foscu_bench.results import REFERENCE
 
-REFERENCE = "real-only"
 DEFAULT_BOOTSTRAP = 2000
 
 

@@ -155,10 +155,8 @@ def _comparison(frame: pd.DataFrame, generator: str, arm: str, metric: str) -> d
                    and test.loc[test["case_id"] == c, metric].notna().sum() == len(replicates))
     if len(cases) < 2:
         return None
-    a = metric_matrix(test.rename(columns={"seed": "_seed", "replicate": "seed"}), "arm", arm, metric, cases,
-                      replicates)
-    b = metric_matrix(ref.rename(columns={"seed": "_seed", "replicate": "seed"}), "arm", "real", metric, cases,
-                      replicates)
+    a = metric_matrix(test, "arm", arm, metric, cases, replicates, seed_column="replicate")
+    b = metric_matrix(ref, "arm", "real", metric, cases, replicates, seed_column="replicate")
     result = compare_paired(a, b).to_dict()
     result.update(mean=float(a.mean()), reference_mean=float(b.mean()),
                   seed_sd=float(a.mean(axis=0).std(ddof=1)) if len(replicates) > 1 else None)

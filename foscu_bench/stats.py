@@ -254,9 +254,11 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def metric_matrix(rows, arm_key: str, arm: str, metric: str, case_ids, seeds) -> np.ndarray:
-    """(n_cases, n_seeds) matrix of ``metric`` for one arm from per-case rows (pandas DataFrame)."""
-    sub = rows[rows[arm_key] == arm].pivot_table(index="case_id", columns="seed", values=metric, aggfunc="first")
+def metric_matrix(rows, arm_key: str, arm: str, metric: str, case_ids, seeds, seed_column: str = "seed") -> np.ndarray:
+    """(n_cases, n_seeds) matrix of ``metric`` for one arm from per-case rows (pandas DataFrame); the columns are
+    the values of ``seed_column`` (a training run: the seed, or a (draw, seed) replicate)."""
+    sub = rows[rows[arm_key] == arm].pivot_table(index="case_id", columns=seed_column, values=metric,
+                                                 aggfunc="first")
     missing_cases = set(case_ids) - set(sub.index)
     missing_seeds = set(seeds) - set(sub.columns)
     if missing_cases or missing_seeds:
