@@ -269,6 +269,7 @@ def calibration_line(stats: dict) -> str:
 def _print_summary(prepared, stats: dict, manifest: dict) -> None:
     """The run's stats.json as a table per real-data level: one delta [CI] and Holm p per leaderboard metric
     (``metrics.spec``), the real-case equivalent, then the calibration line."""
+    from foscu_bench.leaderboard import worth_text
     from foscu_bench.metrics.spec import PRIMARY, leaderboard_columns, metric_of
 
     fidelity = json.loads(prepared.layout.fidelity.read_text()).get("generators", {})
@@ -302,7 +303,7 @@ def _print_summary(prepared, stats: dict, manifest: dict) -> None:
                     f"{scale * comparison['delta_mean']:+.2f} [{scale * comparison['ci_low']:+.2f}, "
                     f"{scale * comparison['ci_high']:+.2f}]", _fmt(comparison.get("p_holm"))]
             worth = equivalents.get(name, {}).get(str(level))
-            worth = "-" if worth is None else _worth(worth)
+            worth = "-" if worth is None else worth_text(worth["equivalent"], worth["ci_low"], worth["ci_high"])
             fid = fidelity.get(name, {}) if level == stats["levels"][-1] else {}
             label = f"real + {name}" + (" (control)" if entry.get("kind") == "control" else "")
             table.add_row(label, f"{arm[PRIMARY]:.3f} ({_fmt(arm.get(f'{PRIMARY}_seed_sd'))})", *cells, worth,
@@ -312,13 +313,6 @@ def _print_summary(prepared, stats: dict, manifest: dict) -> None:
     last = manifest["invocations"][-1]
     console.print(f"results in {prepared.directory} (this invocation: {last['steps_run']} steps, "
                   f"{last['wall_seconds'] / 60:.1f} min, peak memory {last['peak_memory_mb']:.0f} MiB)")
-
-
-def _worth(entry: dict) -> str:
-    def show(value) -> str:
-        return value if isinstance(value, str) else f"{value:.1f}"
-
-    return f"{show(entry['equivalent'])} [{show(entry['ci_low'])}, {show(entry['ci_high'])}]"
 
 
 @app.command("leaderboard")

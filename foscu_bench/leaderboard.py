@@ -48,8 +48,7 @@ def _fidelity_at(run, level: int) -> tuple[dict, dict]:
     """(per-generator fidelity, floor) of a run at a real-data level (draw 0); empty where it was not measured."""
     document = (run.fidelity.get("levels") or {}).get(f"n-{level}-draw-0")
     if document is None:
-        largest = max((entry["n_real"] for entry in run.manifest.get("real_data_levels", [])), default=None)
-        document = run.fidelity if largest in (None, level) else {}
+        document = run.fidelity if run.largest_level["n_real"] == level else {}
     return document.get("generators", {}), document.get("real_vs_real", {})
 
 
@@ -143,10 +142,13 @@ def _cases(value) -> str:
     return "" if value is None else (value if isinstance(value, str) else f"{value:.1f}")
 
 
+def worth_text(equivalent, low, high) -> str:
+    """A real-case equivalent with its CI, censored values as they are ('>32')."""
+    return "" if equivalent is None else f"{_cases(equivalent)} [{_cases(low)}, {_cases(high)}]"
+
+
 def _worth(row: dict) -> str:
-    if row.get("equivalent") is None:
-        return ""
-    return f"{_cases(row['equivalent'])} [{_cases(row['equivalent_ci_low'])}, {_cases(row['equivalent_ci_high'])}]"
+    return worth_text(row.get("equivalent"), row.get("equivalent_ci_low"), row.get("equivalent_ci_high"))
 
 
 def _rank(row: dict) -> str:

@@ -28,7 +28,7 @@ def _generators(ctx) -> dict:
     for name, meta in ctx.metas.items():
         fits, per_volume = {}, {}
         for n, d in ctx.levels():
-            level = f"n-{ctx.n_train(n)}-draw-{d}"
+            level = (ctx.n_train(n), d)
             fit = step_record(ctx, Step("fit", name, None, None, n, d))
             if fit:
                 fits[level] = fit
@@ -36,7 +36,7 @@ def _generators(ctx) -> dict:
                                    for s in range(ctx.config.seeds)) if r]
             if samples:
                 per_volume[level] = float(np.mean([r["seconds_per_volume"] for r in samples]))
-        last = fits[max(fits, key=lambda k: tuple(int(x) for x in k.split("-")[1::2]))] if fits else None
+        last = fits[max(fits, key=lambda k: (k[0], -k[1]))] if fits else None  # the largest level, as results
         out[name] = {
             "kind": meta.kind, "target": meta.target, "citation": meta.citation, "reference": meta.reference,
             "conditioning": meta.conditioning,
@@ -47,9 +47,13 @@ def _generators(ctx) -> dict:
             "fit_seconds": last["fit"]["fit_seconds"] if last else None,
             "fit_cache_key": Path(last["cache_entry"]).name if last else None,
             "sample_seconds_per_volume": float(np.mean(list(per_volume.values()))) if per_volume else None,
-            "fit_seconds_by_level": {k: v["fit"]["fit_seconds"] for k, v in fits.items()},
-            "sample_seconds_per_volume_by_level": per_volume}
+            "fit_seconds_by_level": {_level_name(k): v["fit"]["fit_seconds"] for k, v in fits.items()},
+            "sample_seconds_per_volume_by_level": {_level_name(k): v for k, v in per_volume.items()}}
     return out
+
+
+def _level_name(level: tuple[int, int]) -> str:
+    return f"n-{level[0]}-draw-{level[1]}"
 
 
 def _levels(ctx) -> list[dict]:
