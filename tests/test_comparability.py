@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from foscu_bench.comparability import comparability_key, group_runs
