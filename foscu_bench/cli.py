@@ -185,6 +185,12 @@ def run(
     controls: bool = typer.Option(True, "--controls/--no-controls",
                                   help="Run the positive (phantom-oracle, phantom only) and negative "
                                        "(mismatched-labels) controls beside the generators."),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="Steps computed at once, in worker processes (0: one per CPU core on CPU, "
+                                     "1 on a GPU). Never changes a number."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads per step (0: 1 on CPU, all cores on a GPU machine). Recorded: "
+                                     "oneDNN's sums depend on it in the last bits."),
     plan: bool = typer.Option(False, "--plan", help="Print the steps, what is done and an estimated time; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's stats as JSON (implies --quiet)."),
@@ -207,12 +213,17 @@ def run(
     if plan:
         _print_plan(prepared, as_json)
         return
+    from foscu_bench.runner.parallel import default_threads, default_workers
+
+    threads = threads or default_threads(prepared.device)
+    workers = workers or default_workers(prepared.device, threads)
     if silent:
-        manifest = prepared.execute(sys.argv)
+        manifest = prepared.execute(sys.argv, workers=workers, threads=threads)
     else:
-        err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory}")
+        err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory} ({workers} worker(s) x "
+                          f"{threads} thread(s))")
         with reporter:
-            manifest = prepared.execute(sys.argv)
+            manifest = prepared.execute(sys.argv, workers=workers, threads=threads)
     stats = json.loads(prepared.layout.stats.read_text())
     if as_json:
         console.print_json(json.dumps({"run_dir": str(prepared.directory), "stats": stats}))

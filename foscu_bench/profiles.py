@@ -36,6 +36,9 @@ class SegmentationSettings:
     """Fraction of training patches centred on foreground (nnU-Net uses 1/3 forced foreground; our volumes
     are small, so 2/3 keeps every batch informative). Irrelevant when the patch is the whole volume."""
     sw_overlap: float = 0.5
+    precision: str = "auto"
+    """``auto``: bf16 autocast where the device has bf16 units (CUDA; CPUs with AVX512-BF16 or AMX), else fp32;
+    ``fp32`` forces full precision. The resolved precision is recorded with every U-Net (it changes numbers)."""
     nsd_tolerance_mm: float = 2.0
     """NSD tolerance. 2 mm is the clinical default at the paper grid; on coarse grids a tolerance below one voxel
     would only count exactly coincident surfaces, so tiny/quick use about one voxel."""

@@ -74,6 +74,33 @@ def test_second_invocation_trains_nothing_and_reproduces_files(finished_run, mon
     assert [i["steps_run"] for i in invocations] == [8, 0]
 
 
+def test_workers_never_change_a_number(finished_run, tmp_path, monkeypatch):
+    """The shared run used one worker per core (spawned processes, steps out of order); one worker in this
+    process gives the same files byte for byte: every step has the same seed and the same thread count."""
+    run_dir, cache = finished_run
+    invocation = json.loads((run_dir / "manifest.json").read_text())["invocations"][0]
+    assert invocation["threads_per_step"] == 1
+    if invocation["workers"] < 2:
+        pytest.skip("a single-core machine ran the shared run serially already")
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    main([*RUN_ARGS, "--out", str(tmp_path), "--workers", "1"])
+    serial_dir = tmp_path / run_dir.name
+    assert json.loads((serial_dir / "manifest.json").read_text())["invocations"][0]["workers"] == 1
+    for name in RESULT_FILES:
+        assert (serial_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
+
+
+def test_parallel_scheduler_respects_dependencies():
+    from foscu_bench.runner.parallel import KIND_PRIORITY, dependencies
+    from foscu_bench.store import Step
+
+    assert dependencies(Step("unet", None, 0, "real"), seeds=3) == []
+    assert dependencies(Step("sample", "g", 1, None, 8, 1), seeds=3) == [Step("fit", "g", None, None, 8, 1)]
+    assert dependencies(Step("unet", "g", 2, "real+synthetic", 8), seeds=3) == [Step("sample", "g", 2, None, 8)]
+    assert dependencies(Step("fidelity", "g"), seeds=2) == [Step("sample", "g", 0), Step("sample", "g", 1)]
+    assert min(KIND_PRIORITY, key=KIND_PRIORITY.get) == "fit"  # the longest chains start first
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
     run_dir, cache = finished_run
     out = tmp_path / "runs"

@@ -98,10 +98,10 @@ class RunContext:
 
         return plan(self)
 
-    def execute(self, argv: list[str] | None = None) -> dict:
+    def execute(self, argv: list[str] | None = None, workers: int = 1, threads: int | None = None) -> dict:
         from foscu_bench.runner.serial import execute
 
-        return execute(self, argv)
+        return execute(self, argv, workers=workers, threads=threads)
 
 
 def prepare(config: RunConfig, out: str | Path = "runs", reporter: Reporter | None = None) -> RunContext:

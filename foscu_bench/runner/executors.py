@@ -85,7 +85,8 @@ def run_unet(ctx, step: Step, generators: dict) -> dict:
     return {"rows": rows, "synthetic_sha256": sample["sha256"] if sample else None,
             "losses": downsample(result.losses), "train_seconds": result.seconds, "eval_seconds": eval_seconds,
             "seconds": result.seconds + eval_seconds, "iterations": result.iterations, "n_real": result.n_real,
-            "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures, "device": result.device}
+            "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures, "device": result.device,
+            "precision": result.precision}
 
 
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:

@@ -1,4 +1,10 @@
-"""The serial executor (the default): every pending step in order, in this process, then assembly."""
+"""The executor loop: every pending step, in this process (``workers=1``) or in worker processes, then assembly.
+
+Whoever computes a step, this process alone writes the run directory: each finished step's record (atomically,
+which is what marks it done), the measured time and the manifest. So a run may be killed at any point, and the
+scheduler (serial or ``parallel``) never changes a number: every step is seeded and trains with the same number
+of CPU threads (``threads``, recorded) whatever the number of workers.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +15,64 @@ from foscu_bench.runner.assemble import assemble
 from foscu_bench.runner.executors import EXECUTORS
 from foscu_bench.runner.manifest import build_manifest, now, write_manifest
 from foscu_bench.runner.plan import STEP_VERSIONS, plan, step_timing_key
-from foscu_bench.store import exclusive_lock
+from foscu_bench.store import Step, exclusive_lock
 from foscu_bench.timings import record_time
 
 
-def execute(ctx, argv: list[str] | None = None) -> dict:
+def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int | None = None) -> dict:
     """Run every pending step, then assemble metrics.csv, stats.json, fidelity.json and the manifest.
 
-    The run directory is locked while this process writes it; a second process is refused with one line.
+    ``workers`` > 1 runs independent steps in that many processes (``runner.parallel``); ``threads`` is the CPU
+    threads each step computes with (None: ``default_threads``). The run directory is locked while this process
+    writes it; a second process is refused with one line.
     """
     from foscu_bench.provenance import peak_memory_mb
+    from foscu_bench.runner.parallel import default_threads, run_parallel
 
+    threads = default_threads(ctx.device) if threads is None else threads
     ctx.directory.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(ctx.layout.lock, what=f"run directory {ctx.directory}"):
         started = time.perf_counter()
         manifest = build_manifest(ctx, status="running")
-        manifest.setdefault("invocations", []).append({"started": now(), "argv": argv or sys.argv})
+        manifest.setdefault("invocations", []).append({"started": now(), "argv": argv or sys.argv,
+                                                       "workers": workers, "threads_per_step": threads})
         write_manifest(ctx, manifest)
         pending = [p.step for p in plan(ctx) if not p.done]
         ctx.reporter.begin(len(pending))
-        generators: dict[str, object] = {}
-        for step in pending:
-            step_started = time.perf_counter()
-            record = EXECUTORS[step.kind](ctx, step, generators)
+
+        def finished(step: Step, record: dict, seconds: float) -> None:
             record["step_version"] = STEP_VERSIONS[step.kind]
+            record["threads"] = threads
             ctx.layout.write_step(step, record)
             # a fit step's own wall time is ~0 when the fit came from the cache: record the fit's measured seconds
-            seconds = record["fit"]["fit_seconds"] if step.kind == "fit" else time.perf_counter() - step_started
-            record_time(step_timing_key(ctx, step), seconds)
+            record_time(step_timing_key(ctx, step), record["fit"]["fit_seconds"] if step.kind == "fit" else seconds)
             manifest["steps"][step.name] = {"status": "done", "seconds": record.get("seconds")}
             write_manifest(ctx, manifest)
             ctx.reporter.step_done()
+
+        if workers > 1 and len(pending) > 1:
+            run_parallel(ctx, pending, workers, threads, finished)
+        else:
+            run_serial(ctx, pending, threads, finished)
         assemble(ctx)
         manifest = build_manifest(ctx, status="complete", previous=manifest)
         manifest["invocations"][-1].update(finished=now(), wall_seconds=time.perf_counter() - started,
                                            steps_run=len(pending), peak_memory_mb=peak_memory_mb())
         write_manifest(ctx, manifest)
     return manifest
+
+
+def run_serial(ctx, pending: list[Step], threads: int, finished) -> None:
+    """Every step in order in this process, with ``threads`` CPU threads (restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generators: dict[str, object] = {}
+        for step in pending:
+            started = time.perf_counter()
+            record = EXECUTORS[step.kind](ctx, step, generators)
+            finished(step, record, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(before)
