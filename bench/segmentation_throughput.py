@@ -23,7 +23,7 @@ import torch
 
 from foscu_bench.data.dataset import open_dataset
 from foscu_bench.profiles import get_profile
-from foscu_bench.segmentation import build_unet, predict, resolve_device, train_segmentation
+from foscu_bench.segmentation import build_unet, predict, resolve_device, resolve_precision, train_segmentation
 from foscu_bench.store import atomic_write_json
 
 
@@ -32,16 +32,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measured_peaks(device: torch.device) -> dict[str, float]:
-    """GFLOP/s of a 2048^3 sgemm and of a 64->64 channel 3x3x3 conv3d on 48^3 (fwd), best of 5."""
+def measured_peaks(device: torch.device, precision: str = "fp32") -> dict[str, float]:
+    """GFLOP/s of a 2048^3 matmul and of a 64->64 channel 3x3x3 conv3d on 48^3 (fwd), best of 5, in ``precision``
+    (bf16: under the same autocast the training uses, channels-last on CPU as the U-Net runs)."""
+    from contextlib import nullcontext
+
     a = torch.randn(2048, 2048, device=device)
     b = torch.randn(2048, 2048, device=device)
-    x = torch.randn(2, 64, 48, 48, 48, device=device)
-    conv = torch.nn.Conv3d(64, 64, 3, padding=1).to(device)
+    fmt = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+    x = torch.randn(2, 64, 48, 48, 48, device=device).contiguous(memory_format=fmt)
+    conv = torch.nn.Conv3d(64, 64, 3, padding=1).to(device, memory_format=fmt)
+    cast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     results = {}
     for name, fn, flops in (("matmul", lambda: a @ b, 2 * 2048 ** 3),
                             ("conv3d", lambda: conv(x), 2 * 2 * 64 * 64 * 27 * 48 ** 3)):
-        with torch.no_grad():
+        with torch.no_grad(), cast:
             fn()
             best = float("inf")
             for _ in range(5):
@@ -100,15 +105,35 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["tiny", "quick"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=1,
+                        help="Also train this many single-threaded U-Nets at once (the runner's CPU default: one "
+                             "step per core) and report the machine's summed throughput against the peak.")
     parser.add_argument("--out", type=Path, default=Path("bench/results/segmentation_throughput.json"))
     args = parser.parse_args()
     device = resolve_device(args.device)
     peaks = measured_peaks(device)
-    peak = max(peaks.values())
+    peaks_by_precision = {"fp32": peaks}
     rows = []
     for name in args.profiles:
+        precision = resolve_precision(device, get_profile(name).segmentation.precision)
+        if precision not in peaks_by_precision:
+            peaks_by_precision[precision] = measured_peaks(device, precision)
+        peak = max(peaks_by_precision[precision].values())
         row = bench_profile(name, device, args.steps)
+        row["precision"] = precision
         row["fraction_of_measured_peak"] = row["train_achieved_gflops"] / peak
+        if args.concurrent > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(args.concurrent, initializer=torch.set_num_threads,
+                                                           initargs=(1,)) as pool:
+                parallel = pool.starmap(bench_profile, [(name, device, args.steps)] * args.concurrent)
+            achieved = sum(r["train_achieved_gflops"] for r in parallel)
+            row["concurrent"] = {"workers": args.concurrent, "threads_each": 1,
+                                 "train_seconds_per_step_each": [r["train_seconds_per_step"] for r in parallel],
+                                 "machine_achieved_gflops": achieved, "fraction_of_measured_peak": achieved / peak}
+            print(f"{name:6s} {args.concurrent} single-threaded trainings at once: {achieved:6.1f} GFLOP/s = "
+                  f"{achieved / peak:.1%} of the {precision} peak")
         rows.append(row)
         print(f"{name:6s} train {row['train_voxels_per_second'] / 1e6:7.3f} Mvox/s "
               f"({row['train_seconds_per_step'] * 1000:6.1f} ms/step, {row['train_achieved_gflops']:6.1f} GFLOP/s = "
@@ -116,7 +141,8 @@ def main() -> None:
               f"| full budget {row['full_training_minutes_estimate']:.2f} min")
     report = {"device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda"
               else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "peaks_gflops": peaks, "profiles": rows}
+              "torch": torch.__version__, "peaks_gflops": peaks, "peaks_gflops_by_precision": peaks_by_precision,
+              "profiles": rows}
     print(f"measured peaks: matmul {peaks['matmul_gflops']:.0f} GFLOP/s, conv3d {peaks['conv3d_gflops']:.0f} GFLOP/s")
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")

@@ -234,10 +234,18 @@ def code_fingerprint(cls: type) -> str:
     editing an unrelated generator does not invalidate this one. Third-party libraries are covered by the
     versions recorded in the manifest.
     """
+    return modules_fingerprint([c.__module__ for c in cls.__mro__],
+                               roots={cls.__module__.split(".")[0], "foscu_bench"})
+
+
+def modules_fingerprint(modules: list[str], roots: set[str] | None = None) -> str:
+    """SHA-256 over the source of ``modules`` and of every module of ``roots`` (default: their own top-level
+    packages and ``foscu_bench``) that they import, transitively (static AST closure: names imported from a
+    module count too)."""
     import importlib.util
 
-    roots = {cls.__module__.split(".")[0], "foscu_bench"}
-    pending = [c.__module__ for c in cls.__mro__ if c.__module__.split(".")[0] in roots]
+    roots = roots or {m.split(".")[0] for m in modules} | {"foscu_bench"}
+    pending = [m for m in modules if m.split(".")[0] in roots]
     seen: dict[str, str] = {}
     while pending:
         name = pending.pop()

@@ -54,7 +54,9 @@ def hardware() -> dict[str, object]:
     return info
 
 
-def peak_memory_mb() -> float:
-    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_memory_mb(who: str = "self") -> float:
+    """Peak resident set size in MiB of this process (``self``) or of the largest of its ended child processes
+    (``children``: the runner's workers once their pool has shut down). ru_maxrss is KiB on Linux, bytes on
+    macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF if who == "self" else resource.RUSAGE_CHILDREN).ru_maxrss
     return float(peak) / (1024 * 1024 if sys.platform == "darwin" else 1024)

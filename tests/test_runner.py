@@ -82,9 +82,9 @@ def test_workers_never_change_a_number(finished_run, tmp_path, monkeypatch):
     assert invocation["threads_per_step"] == 1
     if invocation["workers"] < 2:
         pytest.skip("a single-core machine ran the shared run serially already")
-    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
-    main([*RUN_ARGS, "--out", str(tmp_path), "--workers", "1"])
-    serial_dir = tmp_path / run_dir.name
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "cache"))  # a cold cache: every U-Net trains again
+    main([*RUN_ARGS, "--out", str(tmp_path / "runs"), "--workers", "1"])
+    serial_dir = tmp_path / "runs" / run_dir.name
     assert json.loads((serial_dir / "manifest.json").read_text())["invocations"][0]["workers"] == 1
     for name in RESULT_FILES:
         assert (serial_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
@@ -99,6 +99,53 @@ def test_parallel_scheduler_respects_dependencies():
     assert dependencies(Step("unet", "g", 2, "real+synthetic", 8), seeds=3) == [Step("sample", "g", 2, None, 8)]
     assert dependencies(Step("fidelity", "g"), seeds=2) == [Step("sample", "g", 0), Step("sample", "g", 1)]
     assert min(KIND_PRIORITY, key=KIND_PRIORITY.get) == "fit"  # the longest chains start first
+
+
+def test_unets_are_cached_across_runs_by_content(finished_run, tmp_path, monkeypatch):
+    """Another run on the same data (another generator) takes its real-only U-Nets from the cache: identical
+    rows, no training of the real arm; its synthetic arm trains (its synthetic set is new)."""
+    import pandas as pd
+
+    import foscu_bench.segmentation as segmentation
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    trained = []
+    real_train = segmentation.train_segmentation
+
+    def spy(real, synthetic, arm, *args, **kwargs):
+        trained.append(arm)
+        return real_train(real, synthetic, arm, *args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "train_segmentation", spy)
+    main(["run", "--generator", "synthseg", "--seeds", "2", "--profile", "tiny", "--quiet", "--no-controls",
+          "--out", str(tmp_path), "--workers", "1"])
+    assert trained == ["real+synthetic", "real+synthetic"]
+    (other,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rows = {d.name: pd.read_csv(d / "metrics.csv") for d in (run_dir, other)}
+    real = {name: frame[frame.generator == "real-only"].reset_index(drop=True) for name, frame in rows.items()}
+    pd.testing.assert_frame_equal(*real.values())
+    from foscu_bench.store import RunLayout, Step
+
+    assert RunLayout(other).read_step(Step("unet", None, 0, "real"))["cache_hit"]
+
+
+def test_unet_cache_key_holds_what_changes_a_unet(finished_run, monkeypatch):
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.unet_cache import unet_cache_key
+    from foscu_bench.store import Step
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    ctx = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False), run_dir.parent)
+    real = Step("unet", None, 0, "real")
+    base = unet_cache_key(ctx, real, None, 1)
+    assert base == unet_cache_key(ctx, real, None, 1)
+    assert base != unet_cache_key(ctx, real, None, 2)  # oneDNN sums depend on the thread count
+    assert base != unet_cache_key(ctx, Step("unet", None, 1, "real"), None, 1)
+    synthetic = Step("unet", "g", 0, "real+synthetic")
+    assert unet_cache_key(ctx, synthetic, "aa", 1) != unet_cache_key(ctx, synthetic, "bb", 1)
+    assert unet_cache_key(ctx, real, None, 1)["train"] == ctx.train_ids()
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):

@@ -63,6 +63,25 @@ def unet_settings(ctx, step: Step, n_real: int, n_synthetic: int):
 
 
 def run_unet(ctx, step: Step, generators: dict) -> dict:
+    """Train and evaluate one U-Net, or take the record of an identical one from the cache (``unet_cache``)."""
+    import torch
+
+    from foscu_bench.runner.unet_cache import cached_unet, store_unet
+
+    sample = (step_record(ctx, Step("sample", step.generator, step.seed, None, step.n_real, step.draw))
+              if step.generator else None)
+    synthetic_sha256 = sample["sha256"] if sample else None
+    threads = torch.get_num_threads()
+    cached = cached_unet(ctx, step, synthetic_sha256, threads)
+    if cached is not None:
+        return cached
+    record = _train_unet(ctx, step)
+    record["synthetic_sha256"] = synthetic_sha256
+    store_unet(ctx, step, synthetic_sha256, threads, record)
+    return record
+
+
+def _train_unet(ctx, step: Step) -> dict:
     from foscu_bench.segmentation import evaluate, train_segmentation
 
     real = ctx.pairs("train", step.n_real, step.draw) if step.arm != "synthetic" else []
@@ -80,13 +99,10 @@ def run_unet(ctx, step: Step, generators: dict) -> dict:
     generator = step.generator or "real-only"
     rows = [{"generator": generator, "arm": step.arm, "n_real": ctx.n_train(step.n_real), "draw": step.draw,
              "seed": step.seed, **row} for row in rows]
-    sample = (step_record(ctx, Step("sample", step.generator, step.seed, None, step.n_real, step.draw))
-              if step.generator else None)
-    return {"rows": rows, "synthetic_sha256": sample["sha256"] if sample else None,
-            "losses": downsample(result.losses), "train_seconds": result.seconds, "eval_seconds": eval_seconds,
-            "seconds": result.seconds + eval_seconds, "iterations": result.iterations, "n_real": result.n_real,
-            "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures, "device": result.device,
-            "precision": result.precision}
+    return {"rows": rows, "losses": downsample(result.losses), "train_seconds": result.seconds,
+            "eval_seconds": eval_seconds, "seconds": result.seconds + eval_seconds, "iterations": result.iterations,
+            "n_real": result.n_real, "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures,
+            "device": result.device, "precision": result.precision}
 
 
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:

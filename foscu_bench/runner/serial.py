@@ -44,8 +44,10 @@ def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int |
             record["step_version"] = STEP_VERSIONS[step.kind]
             record["threads"] = threads
             ctx.layout.write_step(step, record)
-            # a fit step's own wall time is ~0 when the fit came from the cache: record the fit's measured seconds
-            record_time(step_timing_key(ctx, step), record["fit"]["fit_seconds"] if step.kind == "fit" else seconds)
+            # a step taken from a cache took ~0 s: record a fit's measured seconds, and nothing for a cached U-Net
+            if not record.get("cache_hit"):
+                record_time(step_timing_key(ctx, step),
+                            record["fit"]["fit_seconds"] if step.kind == "fit" else seconds)
             manifest["steps"][step.name] = {"status": "done", "seconds": record.get("seconds")}
             write_manifest(ctx, manifest)
             ctx.reporter.step_done()
@@ -57,7 +59,8 @@ def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int |
         assemble(ctx)
         manifest = build_manifest(ctx, status="complete", previous=manifest)
         manifest["invocations"][-1].update(finished=now(), wall_seconds=time.perf_counter() - started,
-                                           steps_run=len(pending), peak_memory_mb=peak_memory_mb())
+                                           steps_run=len(pending), peak_memory_mb=peak_memory_mb(),
+                                           peak_memory_mb_largest_worker=peak_memory_mb("children"))
         write_manifest(ctx, manifest)
     return manifest
 

@@ -37,14 +37,25 @@ def stage_rng(seed: int, stage: str, iteration: int) -> tuple[np.random.Generato
     return np.random.default_rng(key), torch.Generator().manual_seed(torch_seed)
 
 
-def autocast(config: DuoConfig, device):
-    """bf16 autocast for the forward pass when ``config.precision == "bf16"``; a no-op otherwise."""
+def stage_precision(config: DuoConfig, device, stage: str) -> str:
+    """``fp32`` or ``bf16`` for one stage (see ``DuoConfig.precision``)."""
+    from foscu_bench.segmentation import resolve_precision
+
+    if config.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {config.precision!r}")
+    device = torch.device(device)
+    precision = resolve_precision(device, config.precision)
+    if config.precision == "auto" and device.type == "cpu" and not stage.endswith("autoencoder"):
+        return "fp32"
+    return precision
+
+
+def autocast(config: DuoConfig, device, stage: str):
+    """bf16 autocast for the forward pass where ``stage_precision`` says so; a no-op otherwise."""
     from contextlib import nullcontext
 
-    if config.precision == "bf16":
+    if stage_precision(config, device, stage) == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    if config.precision != "fp32":
-        raise ValueError(f"precision must be fp32 or bf16, got {config.precision!r}")
     return nullcontext()
 
 
@@ -107,7 +118,7 @@ def _run(stage: str, modules: dict, optimisers: dict, step: Callable[[np.random.
         loss = step(rng, generator)
         if not np.isfinite(loss):
             raise FloatingPointError(f"Duo-Diffusion stage {stage!r} diverged: loss {loss} at iteration {iteration + 1} "
-                                     f"(precision {config.precision}); the last good checkpoint is kept, lower the "
+                                     f"(precision setting {config.precision}); the last good checkpoint is kept, lower the "
                                      f"learning rate or train in fp32")
         log["losses"].append(loss)
         if progress is not None:
@@ -132,17 +143,17 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
     from monai.losses import DiceCELoss
 
     is_label = stage == "label_autoencoder"
-    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_learning_rate)
+    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_learning_rate, fused=True)
     modules, optimisers = {"autoencoder": autoencoder}, {"autoencoder": optimiser}
     use_adversarial = not is_label and config.adversarial_weight > 0 and discriminator is not None
     if use_adversarial:
-        optimiser_d = torch.optim.AdamW(discriminator.parameters(), lr=config.autoencoder_learning_rate)
+        optimiser_d = torch.optim.AdamW(discriminator.parameters(), lr=config.autoencoder_learning_rate, fused=True)
         modules["discriminator"], optimisers["discriminator"] = discriminator, optimiser_d
     dice_ce = DiceCELoss(softmax=True, include_background=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
         x = data[torch.from_numpy(rng.integers(len(data), size=config.batch_size))].to(device)
-        with autocast(config, device):
+        with autocast(config, device, stage):
             reconstruction, z_mu, z_sigma = autoencoder(x)
         reconstruction, z_mu, z_sigma = reconstruction.float(), z_mu.float(), z_sigma.float()
         if is_label:
@@ -163,21 +174,22 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
             optimiser_d.step()
         return loss.item()
 
-    return _run(stage, modules, optimisers, step, config.iterations[stage], config, seed, checkpoint_dir, progress)
+    log = _run(stage, modules, optimisers, step, config.iterations[stage], config, seed, checkpoint_dir, progress)
+    return {**log, "precision": stage_precision(config, device, stage)}
 
 
 def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, seed: int, device,
                     checkpoint_dir: Path | None = None, progress: Progress | None = None) -> dict:
     """Unconditional latent diffusion on (already scaled) latents."""
     scheduler = training_scheduler(config, int(np.prod(latents.shape[2:])))
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, fused=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
         x0 = latents[torch.from_numpy(rng.integers(len(latents), size=config.batch_size))].to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)
         noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-        with autocast(config, device):
+        with autocast(config, device, stage):
             prediction = unet(noisy, t)
         loss = torch.nn.functional.mse_loss(prediction.float(), training_target(config, scheduler, x0, noise, t))
         optimiser.zero_grad(set_to_none=True)
@@ -185,8 +197,9 @@ def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, 
         optimiser.step()
         return loss.item()
 
-    return _run(stage, {"unet": unet}, {"unet": optimiser}, step, config.iterations[stage], config, seed,
-                checkpoint_dir, progress)
+    log = _run(stage, {"unet": unet}, {"unet": optimiser}, step, config.iterations[stage], config, seed,
+               checkpoint_dir, progress)
+    return {**log, "precision": stage_precision(config, device, stage)}
 
 
 def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Tensor, config: DuoConfig, seed: int,
@@ -197,7 +210,7 @@ def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Te
     for parameter in unet.parameters():
         parameter.requires_grad_(False)
     unet.eval()
-    optimiser = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate)
+    optimiser = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate, fused=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
         index = torch.from_numpy(rng.integers(len(latents), size=config.batch_size))
@@ -205,7 +218,7 @@ def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Te
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)
         noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-        with autocast(config, device):
+        with autocast(config, device, stage):
             down, mid = controlnet(x=noisy, timesteps=t, controlnet_cond=control)
             prediction = unet(noisy, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
         loss = torch.nn.functional.mse_loss(prediction.float(), training_target(config, scheduler, x0, noise, t))
@@ -217,7 +230,7 @@ def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Te
     log = _run(stage, {"controlnet": controlnet}, {"controlnet": optimiser}, step, config.iterations[stage], config,
                seed, checkpoint_dir, progress)
     unet.eval()
-    return log
+    return {**log, "precision": stage_precision(config, device, stage)}
 
 
 def write_loss_log(path: Path, logs: dict[str, dict]) -> None:
