@@ -142,8 +142,29 @@ def test_bf16_training_path(train):
     assert all(np.isfinite(log["losses"]).all() for log in gen.logs.values())
     pair = G.sample_validated(gen, 1, seed=0, shape=TINY.shape)[0]
     assert pair.image.dtype == np.float32
+    assert {log["precision"] for log in gen.logs.values()} == {"bf16"}
     with pytest.raises(ValueError, match="precision"):
         G.create("duo-diffusion", iterations=iterations, precision="fp8").fit(train, TINY, seed=0)
+
+
+def test_auto_precision_keeps_the_cpu_latent_diffusion_in_fp32():
+    """bf16 autoencoders where the CPU has bf16 units; the latent diffusion stages stay fp32 on CPU (oneDNN's bf16
+    convolution backward gave NaN gradients at the 2^3 bottleneck); fp32 and bf16 settings apply to every stage."""
+    import torch
+
+    from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+    from foscu_bench.generators.duo_diffusion.training import stage_precision
+    from foscu_bench.segmentation import resolve_precision
+
+    cpu = torch.device("cpu")
+    native = resolve_precision(cpu, "auto")
+    auto = config_for("quick")
+    assert auto.precision == "auto"
+    assert {s: stage_precision(auto, cpu, s) for s in STAGES} == {
+        "label_autoencoder": native, "image_autoencoder": native, "label_diffusion": "fp32",
+        "image_diffusion": "fp32", "controlnet": "fp32"}
+    for forced in ("fp32", "bf16"):
+        assert {stage_precision(config_for("quick", precision=forced), cpu, s) for s in STAGES} == {forced}
 
 
 def test_divergence_stops_training_with_a_clear_error():
