@@ -49,6 +49,10 @@ class LabelConditionedNetwork(GeneratorBase):
     def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    def _images_for(self, labels: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """Images for a batch of labels; subclasses with a ``sample_batch`` > 1 generate them in one network call."""
+        return [self._image_for(label, rng) for label in labels]
+
     def _sampling_mode(self):
         """Context in which the network samples (eval mode by default)."""
         from contextlib import nullcontext
@@ -79,11 +83,15 @@ class LabelConditionedNetwork(GeneratorBase):
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         with self._sampling_mode():
-            for i in range(n):
-                index, label = draw_deformed_label(self.labels, rng)
-                image = self._image_for(label, rng)
-                yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
-                                source_case=self.train_case_ids[index])
+            # ``sample_batch`` volumes per network call (size table; default 1). Above 1 a batch's labels are drawn
+            # before its images: batching changes which random numbers a volume gets, never their distribution
+            batch = int(self.config(profile).get("sample_batch", 1))
+            for start in range(0, n, batch):
+                drawn = [draw_deformed_label(self.labels, rng) for _ in range(min(batch, n - start))]
+                images = self._images_for([label for _, label in drawn], rng)
+                for i, ((index, label), image) in enumerate(zip(drawn, images), start):
+                    yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
+                                    source_case=self.train_case_ids[index])
 
     def _tensors(self) -> dict[str, Any]:
         state: dict[str, Any] = {f"network.{k}": v for k, v in self.network.state_dict().items()}

@@ -36,9 +36,17 @@ def extractor_id(fidelity: dict) -> str | None:
 
 def comparability_key(run: RunResult) -> dict:
     manifest = run.manifest
-    return {"dataset": manifest["dataset"]["fingerprint"], "split": json_hash(manifest["split"]),
-            "profile": json_hash(manifest["profile"]), "seeds": manifest["config"]["seeds"],
-            "protocol": manifest.get("protocol_version", 1), "extractor": extractor_id(run.fidelity)}
+    config = manifest["config"]
+    key = {"dataset": manifest["dataset"]["fingerprint"], "split": json_hash(manifest["split"]),
+           "profile": json_hash(manifest["profile"]), "seeds": config["seeds"],
+           "protocol": manifest.get("protocol_version", 1), "extractor": extractor_id(run.fidelity)}
+    # the treatment's dose: runs adding another number of synthetic pairs, or another share of them per batch,
+    # answer another question and never share a Holm family (keys of runs at the defaults are unchanged)
+    dose = {"n_synthetic": config.get("n_synthetic"), "synthetic_fraction": config.get("synthetic_fraction")}
+    n_train = len(manifest["split"].get("train", [])) if isinstance(manifest.get("split"), dict) else None
+    if dose["n_synthetic"] != n_train or dose["synthetic_fraction"] is not None:
+        key["synthetic"] = dose
+    return key
 
 
 @dataclass

@@ -84,10 +84,18 @@ def step_timing_key(ctx, step: Step) -> str:
 
 
 def estimate_seconds(ctx, step: Step) -> float | None:
-    """Median of this machine's measured times for such a step; 0 for a fit already in the cache."""
+    """Median of this machine's measured times for such a step; 0 for a fit already in the cache, and for a
+    real-only U-Net whose record is in the U-Net cache (U-Nets on synthetic data are keyed by sets not sampled
+    yet, so they are estimated in full)."""
     if step.kind == "fit":
         from foscu_bench.runner.fit_cache import fit_entry
 
         if fit_entry(ctx, step.generator, step.n_real, step.draw).done:
+            return 0.0
+    if step.kind == "unet" and step.generator is None:
+        from foscu_bench.runner.parallel import default_threads
+        from foscu_bench.runner.unet_cache import cached_unet
+
+        if cached_unet(ctx, step, None, default_threads(ctx.device)) is not None:
             return 0.0
     return estimate(step_timing_key(ctx, step))

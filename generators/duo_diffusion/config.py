@@ -58,6 +58,8 @@ class DuoConfig:
     min_component_fraction: float = 0.1
     """Generated liver components smaller than this fraction of the largest are removed (see postprocess)."""
     checkpoint_every: int = 200
+    sample_batch: int = 8
+    """Volumes denoised and decoded together when sampling (per-call overheads dominate one small volume)."""
     precision: str = "auto"
     """Training precision (losses, weights and optimiser state stay fp32): ``fp32``; ``bf16`` autocast in every
     stage; ``auto``: bf16 where the device computes it natively, except the latent diffusion stages on CPU. There,
@@ -90,7 +92,7 @@ CONFIGS: dict[str, DuoConfig] = {
                        image_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        diffusion=DiffusionSize((64, 128, 256), num_res_blocks=2, norm_num_groups=32,
                                                attention_levels=(False, True, True)),
-                       iterations=_iterations(20000, 40000, 30000), batch_size=2, learning_rate=1e-4,
+                       iterations=_iterations(20000, 40000, 30000), batch_size=2, sample_batch=2, learning_rate=1e-4,
                        autoencoder_learning_rate=1e-4, adversarial_weight=0.01),
 }
 

@@ -144,52 +144,64 @@ class DuoDiffusion(GeneratorBase):
         return (n, size.latent_channels, *(s // size.factor for s in self.profile.shape))
 
     @torch.no_grad()
-    def generate_labels(self, n: int, seed: int, sampler: str | None = None, steps: int | None = None) -> list[np.ndarray]:
-        """Stage 1: new label volumes, post-processed (see module docstring)."""
+    def generate_labels(self, n: int, seed: int, sampler: str | None = None, steps: int | None = None,
+                        seeds: list[int] | None = None) -> list[np.ndarray]:
+        """Stage 1: ``n`` new label volumes, post-processed (see module docstring), in one batched denoising loop.
+
+        Volume i starts from the noise of its own seed (``seeds``, default derived from ``seed``); a volume whose
+        liver comes out empty is redrawn from its generator's next noise.
+        """
         self._require_fitted()
         dev = torch.device(self.device)
-        generator = torch.Generator().manual_seed(seed)
-        out: list[np.ndarray] = []
-        attempts = 0
-        while len(out) < n and attempts < 10 * n:
-            attempts += 1
-            z = denoise(self.modules["label_unet"], self.duo_config, self._latent_shape("label", 1), generator, dev,
-                        sampler, steps)
-            logits = self.modules["label_autoencoder"].decode(z / self.scale["label"])
-            label = postprocess_label(logits.argmax(1)[0].cpu().numpy().astype(np.uint8),
-                                      self.duo_config.min_component_fraction)
-            if label.any():
-                out.append(label)
-        if len(out) < n:
-            raise RuntimeError(f"{self.name}: the label model produced empty livers in {attempts} attempts")
-        return out
+        seeds = _seeds(n, seed) if seeds is None else [int(s) for s in seeds]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        out: list[np.ndarray | None] = [None] * n
+        pending = list(range(n))
+        for _ in range(10):
+            if not pending:
+                break
+            z = denoise(self.modules["label_unet"], self.duo_config, self._latent_shape("label", len(pending)),
+                        [generators[i] for i in pending], dev, sampler, steps)
+            volumes = self.modules["label_autoencoder"].decode(z / self.scale["label"]).argmax(1).cpu().numpy()
+            for i, volume in zip(pending, volumes):
+                label = postprocess_label(volume.astype(np.uint8), self.duo_config.min_component_fraction)
+                out[i] = label if label.any() else None
+            pending = [i for i in pending if out[i] is None]
+        if pending:
+            raise RuntimeError(f"{self.name}: the label model produced empty livers 10 times for {len(pending)} "
+                               f"of {n} volumes")
+        return out  # type: ignore[return-value]
 
     @torch.no_grad()
     def images_for_labels(self, labels: list[np.ndarray], seed: int, sampler: str | None = None,
-                          steps: int | None = None) -> list[np.ndarray]:
-        """Stage 2: one image per given label (the control), in [0, 1]."""
+                          steps: int | None = None, seeds: list[int] | None = None) -> list[np.ndarray]:
+        """Stage 2: one image per given label (the control), in [0, 1], all in one batched denoising loop; image i
+        starts from the noise of ``seeds[i]`` (default derived from ``seed``)."""
         self._require_fitted()
         dev = torch.device(self.device)
-        generator = torch.Generator().manual_seed(seed)
-        images = []
-        for label in labels:
-            control = torch.from_numpy(label_channels(label)[None]).to(dev)
-            z = denoise(self.modules["image_unet"], self.duo_config, self._latent_shape("image", 1), generator, dev,
-                        sampler, steps, controlnet=self.modules["controlnet"], control=control)
-            images.append(self.modules["image_autoencoder"].decode(z / self.scale["image"])[0].cpu().numpy())
-        return images
+        seeds = _seeds(len(labels), seed) if seeds is None else [int(s) for s in seeds]
+        control = torch.from_numpy(np.stack([label_channels(label) for label in labels])).to(dev)
+        z = denoise(self.modules["image_unet"], self.duo_config, self._latent_shape("image", len(labels)),
+                    [torch.Generator().manual_seed(s) for s in seeds], dev, sampler, steps,
+                    controlnet=self.modules["controlnet"], control=control)
+        return list(self.modules["image_autoencoder"].decode(z / self.scale["image"]).cpu().numpy())
 
-    def _labels_for(self, n: int, seed: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
-        return self.generate_labels(n, seed), ["generated"] * n
+    def _labels_for(self, n: int, rng: np.random.Generator, sampler: str | None,
+                    steps: int | None) -> tuple[list[np.ndarray], list[str]]:
+        return self.generate_labels(n, 0, sampler, steps, seeds=_seeds(n, rng=rng)), ["generated"] * n
 
     def sample(self, n: int, seed: int, sampler: str | None = None, steps: int | None = None) -> Iterator[Pair]:
+        """``sample_batch`` volumes at a time: their labels (both stages use ``sampler``/``steps``), then their images."""
         profile = self._require_fitted()
         rng = np.random.default_rng(seed)
-        for i in range(n):
-            labels, sources = self._labels_for(1, int(rng.integers(2 ** 31)), rng)
-            image = self.images_for_labels(labels, int(rng.integers(2 ** 31)), sampler, steps)[0]
-            yield make_pair(image, labels[0], profile, synthetic_case_id(self.name, seed, i), label_source=sources[0],
-                            sampler=sampler or self.duo_config.scheduler, steps=steps or self.duo_config.sampling_steps)
+        for start in range(0, n, self.duo_config.sample_batch):
+            m = min(self.duo_config.sample_batch, n - start)
+            labels, sources = self._labels_for(m, rng, sampler, steps)
+            images = self.images_for_labels(labels, 0, sampler, steps, seeds=_seeds(m, rng=rng))
+            for i, (image, label, source) in enumerate(zip(images, labels, sources), start):
+                yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i), label_source=source,
+                                sampler=sampler or self.duo_config.scheduler,
+                                steps=steps or self.duo_config.sampling_steps)
 
     def loss_curves(self) -> dict[str, list[float]]:
         return {stage: list(log["losses"]) for stage, log in self.logs.items()}
@@ -219,6 +231,13 @@ class DuoDiffusionRealLabels(DuoDiffusion):
     name = "duo-diffusion-real-labels"
     generates_labels = False
 
-    def _labels_for(self, n: int, seed: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
+    def _labels_for(self, n: int, rng: np.random.Generator, sampler: str | None,
+                    steps: int | None) -> tuple[list[np.ndarray], list[str]]:
         draws = [draw_deformed_label(self.labels, rng) for _ in range(n)]
         return [label for _, label in draws], [f"deformed:{self.train_case_ids[i]}" for i, _ in draws]
+
+
+def _seeds(n: int, seed: int | None = None, rng: np.random.Generator | None = None) -> list[int]:
+    """``n`` per-volume seeds from a seed or from a running random stream."""
+    rng = np.random.default_rng(seed) if rng is None else rng
+    return [int(s) for s in rng.integers(2 ** 31, size=n)]

@@ -92,15 +92,26 @@ def cached_control_embedding(controlnet, control: torch.Tensor):
 
 
 @torch.no_grad()
-def denoise(unet, config: DuoConfig, shape: tuple[int, ...], generator: torch.Generator, device,
-            sampler: str | None = None, steps: int | None = None, controlnet=None,
+def denoise(unet, config: DuoConfig, shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator],
+            device, sampler: str | None = None, steps: int | None = None, controlnet=None,
             control: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the reverse process from seeded Gaussian noise; returns latents of ``shape``."""
+    """Run the reverse process from seeded Gaussian noise; returns latents of ``shape``.
+
+    With one generator per volume (a list as long as the batch), volume i starts from its own generator's noise,
+    so a volume does not depend on what else is in its batch (up to the last bits of batched arithmetic); the
+    stochastic DDPM sampler draws its step noise from the first generator.
+    """
     sampler = sampler or config.scheduler
     steps = steps or config.sampling_steps
     latent_numel = int(torch.tensor(shape[2:]).prod())
     scheduler = sampling_scheduler(config, sampler, steps, latent_numel, device)
-    x = torch.randn(shape, generator=generator).to(device)
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        x = torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator]).to(device)
+        generator = generator[0]
+    else:
+        x = torch.randn(shape, generator=generator).to(device)
     timesteps = list(scheduler.timesteps)
     with cached_control_embedding(controlnet, control) if controlnet is not None else nullcontext():
         for i, t in enumerate(timesteps):
