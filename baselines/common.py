@@ -49,9 +49,10 @@ class LabelConditionedNetwork(GeneratorBase):
     def _image_for(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def _images_for(self, labels: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-        """Images for a batch of labels; subclasses with a ``sample_batch`` > 1 generate them in one network call."""
-        return [self._image_for(label, rng) for label in labels]
+    def _images_for(self, labels: list[np.ndarray], rngs: list[np.random.Generator]) -> list[np.ndarray]:
+        """Images for a batch of labels, each with its volume's stream; subclasses with a ``sample_batch`` > 1
+        generate them in one network call."""
+        return [self._image_for(label, rng) for label, rng in zip(labels, rngs)]
 
     def _sampling_mode(self):
         """Context in which the network samples (eval mode by default)."""
@@ -80,15 +81,16 @@ class LabelConditionedNetwork(GeneratorBase):
         import torch
 
         profile = self._require_fitted()
-        rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
+        # volume i draws its label and image from its own stream (the i-th seed of ``seed``), so ``sample_batch``
+        # (volumes per network call; size table, default 1) changes nothing but the last bits of the arithmetic
+        volume_seeds = np.random.default_rng(seed).integers(2 ** 31, size=n)
+        batch = int(self.config(profile).get("sample_batch", 1))
         with self._sampling_mode():
-            # ``sample_batch`` volumes per network call (size table; default 1). Above 1 a batch's labels are drawn
-            # before its images: batching changes which random numbers a volume gets, never their distribution
-            batch = int(self.config(profile).get("sample_batch", 1))
             for start in range(0, n, batch):
-                drawn = [draw_deformed_label(self.labels, rng) for _ in range(min(batch, n - start))]
-                images = self._images_for([label for _, label in drawn], rng)
+                rngs = [np.random.default_rng(int(s)) for s in volume_seeds[start:start + batch]]
+                drawn = [draw_deformed_label(self.labels, rng) for rng in rngs]
+                images = self._images_for([label for _, label in drawn], rngs)
                 for i, ((index, label), image) in enumerate(zip(drawn, images), start):
                     yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i),
                                     source_case=self.train_case_ids[index])

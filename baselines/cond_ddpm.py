@@ -96,8 +96,8 @@ class ConditionalDDPM(LabelConditionedNetwork):
                 x, _ = scheduler.step(out, int(t), x)
         return list(((x[:, 0].cpu().numpy() + 1) / 2).clip(0, 1))
 
-    def _images_for(self, labels: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-        return self.generate_batch(labels, [int(rng.integers(2 ** 31)) for _ in labels])
+    def _images_for(self, labels: list[np.ndarray], rngs: list[np.random.Generator]) -> list[np.ndarray]:
+        return self.generate_batch(labels, [int(rng.integers(2 ** 31)) for rng in rngs])
 
     def loss_curves(self) -> dict[str, list[float]]:
         return {"diffusion": list(self.losses)}

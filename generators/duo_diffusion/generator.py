@@ -186,18 +186,21 @@ class DuoDiffusion(GeneratorBase):
                     controlnet=self.modules["controlnet"], control=control)
         return list(self.modules["image_autoencoder"].decode(z / self.scale["image"]).cpu().numpy())
 
-    def _labels_for(self, n: int, rng: np.random.Generator, sampler: str | None,
+    def _labels_for(self, rngs: list[np.random.Generator], sampler: str | None,
                     steps: int | None) -> tuple[list[np.ndarray], list[str]]:
-        return self.generate_labels(n, 0, sampler, steps, seeds=_seeds(n, rng=rng)), ["generated"] * n
+        seeds = [int(r.integers(2 ** 31)) for r in rngs]
+        return self.generate_labels(len(rngs), 0, sampler, steps, seeds=seeds), ["generated"] * len(rngs)
 
     def sample(self, n: int, seed: int, sampler: str | None = None, steps: int | None = None) -> Iterator[Pair]:
-        """``sample_batch`` volumes at a time: their labels (both stages use ``sampler``/``steps``), then their images."""
+        """``sample_batch`` volumes at a time: their labels (both stages use ``sampler``/``steps``), then their images.
+        Volume i draws from its own random stream (the i-th seed of ``seed``), so the batch size changes nothing
+        but the last bits of batched arithmetic."""
         profile = self._require_fitted()
-        rng = np.random.default_rng(seed)
+        volume_seeds = _seeds(n, seed)
         for start in range(0, n, self.duo_config.sample_batch):
-            m = min(self.duo_config.sample_batch, n - start)
-            labels, sources = self._labels_for(m, rng, sampler, steps)
-            images = self.images_for_labels(labels, 0, sampler, steps, seeds=_seeds(m, rng=rng))
+            rngs = [np.random.default_rng(s) for s in volume_seeds[start:start + self.duo_config.sample_batch]]
+            labels, sources = self._labels_for(rngs, sampler, steps)
+            images = self.images_for_labels(labels, 0, sampler, steps, seeds=[int(r.integers(2 ** 31)) for r in rngs])
             for i, (image, label, source) in enumerate(zip(images, labels, sources), start):
                 yield make_pair(image, label, profile, synthetic_case_id(self.name, seed, i), label_source=source,
                                 sampler=sampler or self.duo_config.scheduler,
@@ -231,9 +234,9 @@ class DuoDiffusionRealLabels(DuoDiffusion):
     name = "duo-diffusion-real-labels"
     generates_labels = False
 
-    def _labels_for(self, n: int, rng: np.random.Generator, sampler: str | None,
+    def _labels_for(self, rngs: list[np.random.Generator], sampler: str | None,
                     steps: int | None) -> tuple[list[np.ndarray], list[str]]:
-        draws = [draw_deformed_label(self.labels, rng) for _ in range(n)]
+        draws = [draw_deformed_label(self.labels, rng) for rng in rngs]
         return [label for _, label in draws], [f"deformed:{self.train_case_ids[i]}" for i, _ in draws]
 
 
