@@ -271,10 +271,17 @@ def calibration_line(stats: dict) -> str:
         return (f"{name} control {100 * entry['delta_dice_mean']:+.2f} [{100 * entry['ci_low']:+.2f}, "
                 f"{100 * entry['ci_high']:+.2f}] pts, p(Holm) {entry['p_holm']:.2g} ({mark})")
 
-    mde = "-" if c.get("mde") is None else f"{100 * c['mde']:.2f}"
+    positive_mde = (c.get("positive") or {}).get("mde")
+    mde = "-" if positive_mde is None else f"{100 * positive_mde:.2f}"
+    generator_mdes = ", ".join(
+        f"{name} {100 * block['mde']:.2f}" for name, v in stats.get("generators", {}).items()
+        if v.get("kind") != "control" and (block := v.get("levels", {}).get(level)) and block.get("mde") is not None)
     verdict = "calibration passed" if c.get("passed") else "CALIBRATION FAILED: do not trust a null result"
     return (f"calibration at {level} real cases: {part('positive', c['positive'], 'positive_detected')}; "
-            f"{part('negative', c['negative'], 'negative_detected')}; minimum detectable effect {mde} pts; {verdict}")
+            f"{part('negative', c['negative'], 'negative_detected')}; minimum detectable effect {mde} pts "
+            f"(positive control; passed needs its delta >= 2x this)"
+            + (f"; generators' minimum detectable effects: {generator_mdes} pts" if generator_mdes else "")
+            + f"; {verdict}")
 
 
 def _print_summary(prepared, stats: dict, manifest: dict) -> None:
