@@ -173,8 +173,10 @@ def run(
                                                                        "as real training cases)."),
     synthetic_only: bool = typer.Option(False, "--synthetic-only", help="Also train synthetic-only U-Nets."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the patient-level split."),
-    real_cases: str = typer.Option("all", "--real-cases", help="Real-data levels: numbers of real training cases "
-                                                                 "(nested seeded subsets) or 'all', e.g. 4,8,16,all."),
+    real_cases: Optional[str] = typer.Option(None, "--real-cases",
+                                             help="Real-data levels: numbers of real training cases (nested seeded "
+                                                  "subsets) or 'all', e.g. 4,8,16,all. Default: the calibrated "
+                                                  "level (16 on the quick phantom), else all."),
     real_draws: int = typer.Option(1, "--real-draws", min=1, help="Subset draws per level below 'all'."),
     synthetic_fraction: Optional[float] = typer.Option(None, "--synthetic-fraction",
                                                        help="Share of real+synthetic training samples drawn from "
@@ -201,8 +203,9 @@ def run(
     """
     from foscu_bench.reporting import NullReporter, RichReporter
     from foscu_bench.runner import RunConfig, prepare
-    from foscu_bench.runner.config import parse_real_cases
+    from foscu_bench.runner.config import default_real_cases, parse_real_cases
 
+    real_cases = real_cases or default_real_cases(dataset, profile)
     config = RunConfig(generators=tuple(generator), seeds=seeds, dataset=dataset, label_map=label_map,
                        profile=profile, device=device, synthetic=synthetic, synthetic_only=synthetic_only,
                        split_seed=split_seed, real_cases=parse_real_cases(real_cases), real_draws=real_draws,

@@ -80,6 +80,15 @@ def test_real_data_levels_are_nested_seeded_subsets(tmp_path):
     assert ctx.generators == ("classic-aug", "phantom-oracle", "mismatched-labels")
 
 
+def test_default_real_data_level_is_the_calibrated_one():
+    """The quick phantom's default run uses the level where the positive control was detected at >= 2x the
+    minimum detectable effect (16 of 32 training cases); everywhere else the whole training split."""
+    from foscu_bench.runner.config import default_real_cases, parse_real_cases
+
+    assert parse_real_cases(default_real_cases("phantom", "quick")) == (16,)
+    assert default_real_cases("phantom", "tiny") == default_real_cases("/data/chaos", "quick") == "all"
+
+
 def test_controls_default_to_the_negative_one_on_real_data(nnunet_dir, tmp_path):
     from foscu_bench.runner import RunConfig, prepare
 
