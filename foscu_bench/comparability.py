@@ -95,21 +95,30 @@ def _real_only(runs: list[RunResult]) -> pd.DataFrame:
 
 
 def make_group(key: dict, runs: list[RunResult]) -> RunGroup:
+    """One group: the shared real-only arm, then each generator's rows merged over the runs that hold it.
+
+    A generator in several runs (a grid split by level, or controls every run repeats) is one row set where the
+    runs agree on every (arm, level, seed, case) they share; only where they disagree (another code version, another
+    device) are its rows kept apart, each suffixed with its run id.
+    """
     reference = _real_only(runs)
-    counts: dict[str, int] = {}
-    kinds: dict[str, str] = {}
+    members: dict[str, list[tuple[RunResult, pd.DataFrame]]] = {}
     for run in runs:
-        for generator in run.metrics["generator"].unique():
-            counts[generator] = counts.get(generator, 0) + (generator != REFERENCE)
-    parts, labels = [reference], {}
-    for run in runs:
-        rows = run.metrics[run.metrics["generator"] != REFERENCE].copy()
+        rows = run.metrics[run.metrics["generator"] != REFERENCE]
         for generator in rows["generator"].unique():
-            label = generator if counts[generator] == 1 else f"{generator}@{run.run_id}"
+            members.setdefault(generator, []).append((run, rows[rows["generator"] == generator]))
+    parts, labels, kinds = [reference], {}, {}
+    for generator, held in members.items():
+        union = pd.concat([rows for _, rows in held], ignore_index=True).drop_duplicates()
+        agree = not union.duplicated(["arm", *LEVEL_KEYS], keep=False).any()
+        for run, rows in held:
+            label = generator if agree else f"{generator}@{run.run_id}"
             labels[(run.run_id, generator)] = label
             kinds[label] = run.manifest.get("generators", {}).get(generator, {}).get("kind", "generator")
-            rows.loc[rows["generator"] == generator, "generator"] = label
-        parts.append(rows)
+            if not agree:
+                parts.append(rows.assign(generator=label))
+        if agree:
+            parts.append(union)
     frame = pd.concat(parts, ignore_index=True)
     return RunGroup(key=key, runs=runs, frame=frame, labels=labels, stats=compute_stats(frame, kinds), kinds=kinds)
 

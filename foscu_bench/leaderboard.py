@@ -64,15 +64,18 @@ def _group_rows(group: RunGroup) -> list[dict]:
         if reference is None:
             raise ConfigError(f"runs {', '.join(r.run_id for r in group.runs)}: no real-only arm at {level} real "
                               f"cases to compare against")
-        rows = []
-        for run in group.runs:
+        rows, seen = [], set()
+        holders = [run for run in group.runs if (run.metrics["n_real"] == level).any()]
+        for run in holders:
             fidelity, floor = _fidelity_at(run, level)
+            here = set(run.metrics.loc[run.metrics["n_real"] == level, "generator"])
             for generator, meta in run.manifest.get("generators", {}).items():
                 label = group.labels.get((run.run_id, generator))
                 entry = stats["generators"].get(label, {})
                 block = entry.get("levels", {}).get(str(level), {})
-                if "delta_dice_mean" not in block:
-                    continue
+                if "delta_dice_mean" not in block or generator not in here or label in seen:
+                    continue  # one row per generator and level, from the first run that computed it
+                seen.add(label)
                 fid = fidelity.get(generator, {})
                 worth = stats.get("real_case_equivalent", {}).get(label, {}).get(str(level), {})
                 row = {**common, "generator": label, "kind": meta.get("kind"), "run_id": run.run_id, "n_real": level,
@@ -101,12 +104,13 @@ def _group_rows(group: RunGroup) -> list[dict]:
         for rank, row in enumerate(ranked, start=1):
             row["rank"] = rank
         controls = sorted((r for r in rows if r["kind"] == "control"), key=lambda r: -r["delta_dice_mean"])
-        fidelity, floor = _fidelity_at(first, level)
+        fidelity, floor = _fidelity_at(holders[0], level)
         out += ranked + controls + [{
-            **common, "generator": REFERENCE, "kind": "reference", "run_id": first.run_id, "n_real": level,
+            **common, "generator": REFERENCE, "kind": "reference", "run_id": holders[0].run_id, "n_real": level,
             "real_dice_mean": reference[PRIMARY], "dice_mean": reference[PRIMARY], "n_seeds": reference["n_seeds"],
             "n_cases": reference["n_cases"], "n_synthetic": 0, "fid": floor.get("fid"),
-            "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"), "extractor": extractor_id(first.fidelity)}]
+            "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"),
+            "extractor": extractor_id(holders[0].fidelity)}]
     return out
 
 

@@ -91,3 +91,23 @@ def test_runs_with_different_keys_are_never_pooled(finished_run, tmp_path):
     assert all(r["holm_family_size"] == 1 for r in rows if r["generator"] != "real-only")
     assert len({r["comparability_key"] for r in rows}) == 2
     assert render(rows, "latex").count(r"\begin{table}") == 2
+
+
+def test_a_generator_in_several_runs_is_one_row_set_where_they_agree(finished_run, tmp_path):
+    """Controls every run repeats, or a grid split by level: identical rows merge into one generator (one Holm
+    family member); rows that disagree on a shared (arm, level, seed, case) stay apart, suffixed with run ids."""
+    run_dir, _ = finished_run
+    same = tmp_path / "same"
+    _copy_as(run_dir, same, "run-a")
+    _copy_as(run_dir, same, "run-b")
+    (group,) = group_runs([load_run(p) for p in sorted(same.iterdir())])
+    single = load_run(run_dir).metrics
+    assert len(group.frame) == len(single) and set(group.frame["generator"]) == {"real-only", "classic-aug"}
+    assert group.stats["generators"]["classic-aug"]["p_value"] == pytest.approx(
+        json.loads((run_dir / "stats.json").read_text())["generators"]["classic-aug"]["p_value"])
+    differ = tmp_path / "differ"
+    _copy_as(run_dir, differ, "run-a")
+    _copy_as(run_dir, differ, "run-b", edit=lambda m, f: f.__setitem__(
+        "dice_liver", f["dice_liver"].where(f["generator"] == "real-only", f["dice_liver"] - 0.01)))
+    (group,) = group_runs([load_run(p) for p in sorted(differ.iterdir())])
+    assert set(group.frame["generator"]) == {"real-only", "classic-aug@run-a", "classic-aug@run-b"}
