@@ -33,7 +33,12 @@ def test_committed_tables_have_their_runs_and_every_format():
         for stem in stems)
 
 
+@pytest.fixture(scope="module")
+def rows():
+    """The leaderboard of the committed runs, computed once (its bootstraps take ~10 s)."""
+    return leaderboard_rows(RUNS)
+
+
 @pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
-def test_committed_table_rebuilds_from_the_runs(table):
-    rows = leaderboard_rows(RUNS)
+def test_committed_table_rebuilds_from_the_runs(table, rows):
     assert render(rows, EXTENSIONS[table.suffix.lstrip(".")]) == table.read_text(), table.name
