@@ -13,7 +13,7 @@ import numpy as np
 
 from foscu_bench.conditioning import draw_deformed_label
 from foscu_bench.data.splits import require_training_set
-from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays
+from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays, volume_streams
 from foscu_bench.pair import Pair
 from foscu_bench.profiles import Profile
 
@@ -82,13 +82,10 @@ class LabelConditionedNetwork(GeneratorBase):
 
         profile = self._require_fitted()
         torch.manual_seed(seed)
-        # volume i draws its label and image from its own stream (the i-th seed of ``seed``), so ``sample_batch``
-        # (volumes per network call; size table, default 1) changes nothing but the last bits of the arithmetic
-        volume_seeds = np.random.default_rng(seed).integers(2 ** 31, size=n)
+        # ``sample_batch``: volumes per network call (size table, default 1); each volume has its own stream
         batch = int(self.config(profile).get("sample_batch", 1))
         with self._sampling_mode():
-            for start in range(0, n, batch):
-                rngs = [np.random.default_rng(int(s)) for s in volume_seeds[start:start + batch]]
+            for start, rngs in volume_streams(n, seed, batch):
                 drawn = [draw_deformed_label(self.labels, rng) for rng in rngs]
                 images = self._images_for([label for _, label in drawn], rngs)
                 for i, ((index, label), image) in enumerate(zip(drawn, images), start):

@@ -186,6 +186,19 @@ class GeneratorBase:
         return generator
 
 
+def volume_seeds(n: int, seed: int) -> list[int]:
+    """``n`` per-volume seeds drawn from ``seed``: volume i of a sample depends on (seed, i) only."""
+    return [int(s) for s in np.random.default_rng(seed).integers(2 ** 31, size=n)]
+
+
+def volume_streams(n: int, seed: int, batch: int) -> Iterator[tuple[int, list[np.random.Generator]]]:
+    """(index of the first volume, one random stream per volume) for each batch of ``batch`` volumes. Each volume
+    draws only from its own stream, so the batch size never changes which volume comes out."""
+    seeds = volume_seeds(n, seed)
+    for start in range(0, n, batch):
+        yield start, [np.random.default_rng(s) for s in seeds[start:start + batch]]
+
+
 def synthetic_case_id(name: str, seed: int, index: int) -> str:
     return f"{name}-s{seed}-{index:05d}"
 

@@ -28,7 +28,8 @@ from foscu_bench.generators.duo_diffusion.config import DuoConfig, config_for
 from foscu_bench.generators.duo_diffusion.sampling import denoise
 from foscu_bench.generators.duo_diffusion.training import (train_autoencoder, train_controlnet, train_diffusion,
                                                            write_loss_log)
-from foscu_bench.generator import GeneratorBase, make_pair, synthetic_case_id, training_arrays
+from foscu_bench.generator import (GeneratorBase, make_pair, synthetic_case_id, training_arrays, volume_seeds,
+                                   volume_streams)
 from foscu_bench.pair import Pair
 
 
@@ -153,7 +154,7 @@ class DuoDiffusion(GeneratorBase):
         """
         self._require_fitted()
         dev = torch.device(self.device)
-        seeds = _seeds(n, seed) if seeds is None else [int(s) for s in seeds]
+        seeds = volume_seeds(n, seed) if seeds is None else [int(s) for s in seeds]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         out: list[np.ndarray | None] = [None] * n
         pending = list(range(n))
@@ -179,7 +180,7 @@ class DuoDiffusion(GeneratorBase):
         starts from the noise of ``seeds[i]`` (default derived from ``seed``)."""
         self._require_fitted()
         dev = torch.device(self.device)
-        seeds = _seeds(len(labels), seed) if seeds is None else [int(s) for s in seeds]
+        seeds = volume_seeds(len(labels), seed) if seeds is None else [int(s) for s in seeds]
         control = torch.from_numpy(np.stack([label_channels(label) for label in labels])).to(dev)
         z = denoise(self.modules["image_unet"], self.duo_config, self._latent_shape("image", len(labels)),
                     [torch.Generator().manual_seed(s) for s in seeds], dev, sampler, steps,
@@ -196,9 +197,7 @@ class DuoDiffusion(GeneratorBase):
         Volume i draws from its own random stream (the i-th seed of ``seed``), so the batch size changes nothing
         but the last bits of batched arithmetic."""
         profile = self._require_fitted()
-        volume_seeds = _seeds(n, seed)
-        for start in range(0, n, self.duo_config.sample_batch):
-            rngs = [np.random.default_rng(s) for s in volume_seeds[start:start + self.duo_config.sample_batch]]
+        for start, rngs in volume_streams(n, seed, self.duo_config.sample_batch):
             labels, sources = self._labels_for(rngs, sampler, steps)
             images = self.images_for_labels(labels, 0, sampler, steps, seeds=[int(r.integers(2 ** 31)) for r in rngs])
             for i, (image, label, source) in enumerate(zip(images, labels, sources), start):
@@ -239,8 +238,3 @@ class DuoDiffusionRealLabels(DuoDiffusion):
         draws = [draw_deformed_label(self.labels, rng) for rng in rngs]
         return [label for _, label in draws], [f"deformed:{self.train_case_ids[i]}" for i, _ in draws]
 
-
-def _seeds(n: int, seed: int | None = None, rng: np.random.Generator | None = None) -> list[int]:
-    """``n`` per-volume seeds from a seed or from a running random stream."""
-    rng = np.random.default_rng(seed) if rng is None else rng
-    return [int(s) for s in rng.integers(2 ** 31, size=n)]
