@@ -32,18 +32,20 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _on_gpu(device) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
 def default_threads(device) -> int:
     """CPU threads per step: 1 on CPU (the fastest use of cores for these networks is one step per core, and a
     fixed count keeps numbers independent of how many workers run); every core on a GPU machine, whose CPU only
     feeds the device."""
-    return available_cores() if getattr(device, "type", str(device)) == "cuda" else 1
+    return available_cores() if _on_gpu(device) else 1
 
 
 def default_workers(device, threads: int) -> int:
     """As many single-step workers as the cores hold; one on a GPU (steps would only queue for the device)."""
-    if getattr(device, "type", str(device)) == "cuda":
-        return 1
-    return max(1, available_cores() // max(1, threads))
+    return 1 if _on_gpu(device) else max(1, available_cores() // max(1, threads))
 
 
 def dependencies(step: Step, seeds: int) -> list[Step]:
