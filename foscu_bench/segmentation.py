@@ -39,6 +39,9 @@ class TrainResult:
     precision: str = "fp32"
     threads: int = 1
     """CPU threads of the training: oneDNN's reductions depend on it, so it is part of "same numbers"."""
+    sample_stream: str = "sequential"
+    """``sequential`` or ``per-sample`` (see ``per_sample_streams``): which samples the U-Net saw."""
+    loader_workers: int = 0
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -122,11 +125,14 @@ def _augmentation(settings: SegmentationSettings, shape: tuple[int, int, int], s
 
 def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str, settings: SegmentationSettings,
                        seed: int, device: str = "auto", synthetic_fraction: float | None = None,
-                       progress: Callable[[int, float], None] | None = None) -> TrainResult:
+                       progress: Callable[[int, float], None] | None = None,
+                       loader_workers: int | None = None) -> TrainResult:
     """Train one U-Net for one (arm, seed).
 
     ``synthetic_fraction`` is the probability that a training sample comes from the synthetic pool in the
     real+synthetic arm; None draws uniformly over all cases (i.e. proportional to the pool sizes).
+    ``loader_workers``: processes that prepare training samples ahead of the network (see ``per_sample_streams``);
+    None: none on CPU, where every core already trains a U-Net, several on a GPU.
     """
     import torch
     from monai.data import set_track_meta
@@ -147,8 +153,6 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda it: (1 - it / settings.iterations) ** 0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-    augment = _augmentation(settings, shape, seed)
-    rng = np.random.default_rng(seed)
     n_real, n_synth = len(real_pool), len(synth_pool)
     p_synth = (n_synth / (n_real + n_synth)) if synthetic_fraction is None else synthetic_fraction
     if arm == "real":
@@ -157,23 +161,19 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
         p_synth = 1.0
     result = TrainResult(model=model, n_real=n_real, n_synthetic=n_synth, device=str(dev), precision=precision,
                          threads=torch.get_num_threads())
+    workers = default_loader_workers(dev) if loader_workers is None else loader_workers
+    result.loader_workers = workers
+    result.sample_stream = "per-sample" if per_sample_streams(dev, loader_workers) else "sequential"
+    batches = (_parallel_batches if result.sample_stream == "per-sample" else _sequential_batches)(
+        real_pool, synth_pool, p_synth, _augmentation(settings, shape, seed), seed, settings, workers)
     start = time.perf_counter()
     set_track_meta(False)
     try:
         model.train()
-        for iteration in range(settings.iterations):
-            images, labels = [], []
-            for _ in range(settings.batch_size):
-                pool = synth_pool if rng.uniform() < p_synth else real_pool
-                result.real_exposures += pool is real_pool
-                pair = pool[rng.integers(len(pool))]
-                sample = augment({"image": torch.from_numpy(pair.image),
-                                  "label": torch.from_numpy(pair.label[None].astype(np.float32))})
-                sample = sample[0] if isinstance(sample, list) else sample
-                images.append(sample["image"])
-                labels.append(sample["label"])
-            x = torch.stack(images).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-            y = torch.stack(labels).round().to(dev, non_blocking=True)
+        for iteration, (images, labels, from_real) in zip(range(settings.iterations), batches):
+            result.real_exposures += from_real
+            x = images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+            y = labels.round().to(dev, non_blocking=True)
             optimiser.zero_grad(set_to_none=True)
             with _autocast(dev, precision):
                 loss = loss_fn(model(x).float(), y)
@@ -185,10 +185,88 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
                 progress(iteration + 1, result.losses[-1])
     finally:
         set_track_meta(True)
+        batches.close()
     result.seconds = time.perf_counter() - start
     result.iterations = settings.iterations
     model.eval()
     return result
+
+
+def per_sample_streams(device, loader_workers: int | None = None) -> bool:
+    """Whether training sample k is drawn from its own stream, seeded by (seed, k), instead of one sequential stream.
+
+    Own streams let worker processes prepare samples in any order with the same result whatever their number: a
+    GPU steps the paper U-Net in 11 ms but one CPU thread needs 15-19 ms to augment one 96^3 sample
+    (bench/results/gpu_step_knobs_h200.json), so a GPU run needs several. CPU runs keep the sequential stream (every
+    core already trains its own U-Net, and their numbers stay those of the stored runs). Recorded per U-Net."""
+    return device.type == "cuda" or loader_workers is not None
+
+
+def default_loader_workers(device) -> int:
+    """Sample-preparing processes: none on CPU; on a GPU up to 8, leaving a core to the training process."""
+    import os
+
+    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _draw(pool_real: Sequence[Pair], pool_synth: Sequence[Pair], p_synth: float, rng: np.random.Generator,
+          augment) -> tuple[object, object, bool]:
+    """One augmented (image, label) patch from the real pool, or the synthetic one with probability ``p_synth``."""
+    import torch
+
+    from_real = not rng.uniform() < p_synth
+    pool = pool_real if from_real else pool_synth
+    pair = pool[rng.integers(len(pool))]
+    sample = augment({"image": torch.from_numpy(pair.image), "label": torch.from_numpy(pair.label[None].astype(np.float32))})
+    sample = sample[0] if isinstance(sample, list) else sample
+    return sample["image"], sample["label"], from_real
+
+
+def _sequential_batches(real_pool, synth_pool, p_synth: float, augment, seed: int, settings, _workers: int):
+    """Batches from one random stream, in order (the CPU path)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    while True:
+        draws = [_draw(real_pool, synth_pool, p_synth, rng, augment) for _ in range(settings.batch_size)]
+        yield (torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws]), sum(d[2] for d in draws))
+
+
+class _SampleStream:
+    """Training sample k from its own stream (see ``per_sample_streams``): a map-style dataset for a DataLoader."""
+
+    def __init__(self, real_pool, synth_pool, p_synth: float, augment, seed: int, length: int) -> None:
+        self.real_pool, self.synth_pool, self.p_synth = real_pool, synth_pool, p_synth
+        self.augment, self.seed, self.length = augment, seed, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int):
+        rng = np.random.default_rng([self.seed, k])
+        self.augment.set_random_state(seed=int(rng.integers(2 ** 31)))
+        return _draw(self.real_pool, self.synth_pool, self.p_synth, rng, self.augment)
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    import torch
+    from monai.data import set_track_meta
+
+    torch.set_num_threads(1)
+    set_track_meta(False)
+
+
+def _parallel_batches(real_pool, synth_pool, p_synth: float, augment, seed: int, settings, workers: int):
+    """Batches of per-sample streams, prepared ahead by ``workers`` processes (0: in this process)."""
+    import torch
+
+    stream = _SampleStream(real_pool, synth_pool, p_synth, augment, seed, settings.iterations * settings.batch_size)
+    loader = torch.utils.data.DataLoader(stream, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
+                                         worker_init_fn=_loader_worker_init if workers else None,
+                                         prefetch_factor=4 if workers else None,
+                                         pin_memory=torch.cuda.is_available())
+    for images, labels, from_real in loader:
+        yield images, labels, int(from_real.sum())
 
 
 def _autocast(device, precision: str):

@@ -172,9 +172,9 @@ def test_bf16_training_path(train):
         G.create("duo-diffusion", iterations=iterations, precision="fp8").fit(train, TINY, seed=0)
 
 
-def test_auto_precision_keeps_the_cpu_latent_diffusion_in_fp32():
-    """bf16 autoencoders where the CPU has bf16 units; the latent diffusion stages stay fp32 on CPU (oneDNN's bf16
-    convolution backward gave NaN gradients at the 2^3 bottleneck); fp32 and bf16 settings apply to every stage."""
+def test_auto_precision_keeps_the_latent_stages_in_fp32():
+    """bf16 autoencoders where the CPU has bf16 units; the latent stages stay fp32 (CPU: oneDNN's bf16 convolution
+    backward gave NaN gradients at the 2^3 bottleneck; GPU: no faster); fp32 and bf16 settings apply to every stage."""
     import torch
 
     from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
@@ -190,6 +190,33 @@ def test_auto_precision_keeps_the_cpu_latent_diffusion_in_fp32():
         "image_diffusion": "fp32", "controlnet": "fp32"}
     for forced in ("fp32", "bf16"):
         assert {stage_precision(config_for("quick", precision=forced), cpu, s) for s in STAGES} == {forced}
+
+
+def test_autoencoder_patches_and_the_diffusion_batch(train):
+    """The paper's throughput settings at tiny: autoencoders on random crops (still encoding whole volumes after),
+    latent stages with their own batch; a crop larger than the volume is refused by name."""
+    import torch
+
+    from foscu_bench.generators.duo_diffusion.config import config_for
+    from foscu_bench.generators.duo_diffusion.training import random_patches
+
+    data = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
+    rng = np.random.default_rng(0)
+    crops = random_patches(data, np.array([1, 0, 1]), (2, 3, 4), rng)
+    assert crops.shape == (3, 1, 2, 3, 4)
+    assert all(any(torch.equal(c, data[i, :, x:x + 2, y:y + 3, :]) for x in range(3) for y in range(2))
+               for c, i in zip(crops, [1, 0, 1]))
+    assert torch.equal(random_patches(data, np.array([1]), None, rng), data[[1]])
+    with pytest.raises(ValueError, match="larger than the volumes"):
+        random_patches(data, np.array([0]), (5, 4, 4), rng)
+    iterations = {k: 3 for k in STAGE_ITERATIONS}
+    gen = G.create("duo-diffusion", iterations=iterations, sampling_steps=3)
+    gen.overrides.update(autoencoder_patch=(8, 8, 8), diffusion_batch_size=6)
+    gen.fit(train, TINY, seed=0)
+    assert gen.duo_config.autoencoder_patch == (8, 8, 8) and gen.duo_config.diffusion_batch_size == 6
+    pair = G.sample_validated(gen, 1, seed=0, shape=TINY.shape)[0]
+    assert pair.image.shape[1:] == TINY.shape
+    assert config_for("paper").autoencoder_patch == (64, 64, 64)
 
 
 def test_divergence_stops_training_with_a_clear_error():

@@ -57,6 +57,21 @@ def test_same_seed_same_metrics_on_cpu(tiny_t2):
     assert other.losses != runs[0].losses
 
 
+def test_loader_workers_never_change_a_number(tiny_t2):
+    """Per-sample streams (the GPU path): samples prepared by 2 worker processes, out of order, give the same
+    training as samples prepared in the training process; and they are other samples than the sequential stream's."""
+    train, test = tiny_t2
+    settings = replace(TINY.segmentation, iterations=12, precision="fp32")
+    runs = {workers: train_segmentation(train[:6], train[6:9], "real+synthetic", settings, seed=5, device="cpu",
+                                        loader_workers=workers) for workers in (0, 2)}
+    assert runs[0].losses == runs[2].losses
+    assert runs[0].real_exposures == runs[2].real_exposures
+    assert 0 < runs[0].real_exposures < 12 * settings.batch_size
+    assert (runs[0].sample_stream, runs[2].loader_workers) == ("per-sample", 2)
+    sequential = train_segmentation(train[:6], train[6:9], "real+synthetic", settings, seed=5, device="cpu")
+    assert sequential.sample_stream == "sequential" and sequential.losses != runs[0].losses
+
+
 def test_arms_draw_from_the_right_pools(tiny_t2):
     train, _ = tiny_t2
     real, synthetic = train[:4], train[4:8]

@@ -102,7 +102,8 @@ def _train_unet(ctx, step: Step) -> dict:
     return {"rows": rows, "losses": downsample(result.losses), "train_seconds": result.seconds,
             "eval_seconds": eval_seconds, "seconds": result.seconds + eval_seconds, "iterations": result.iterations,
             "n_real": result.n_real, "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures,
-            "device": result.device, "precision": result.precision}
+            "device": result.device, "precision": result.precision, "sample_stream": result.sample_stream,
+            "loader_workers": result.loader_workers}
 
 
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:

@@ -43,6 +43,13 @@ class DuoConfig:
     diffusion: DiffusionSize
     iterations: dict[str, int]
     batch_size: int = 2
+    diffusion_batch_size: int | None = None
+    """Batch of the latent diffusion and ControlNet stages (None: ``batch_size``). Their latents are small (16^3 at
+    paper), so on a GPU a step of 32 costs about what a step of 2 does (70 vs 77 ms on an H200,
+    bench/results/gpu_step_knobs_h200.json): larger batches and fewer iterations see as many samples in less time."""
+    autoencoder_patch: tuple[int, int, int] | None = None
+    """Random crop the autoencoders train on (None: whole volumes). They are fully convolutional, so they encode
+    whole volumes afterwards; MAISI trains its VAE on patches too. At paper, 64^3 crops of the 128^3 grid."""
     learning_rate: float = 1e-3
     autoencoder_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
@@ -62,10 +69,12 @@ class DuoConfig:
     """Volumes denoised and decoded together when sampling (per-call overheads dominate one small volume)."""
     precision: str = "auto"
     """Training precision (losses, weights and optimiser state stay fp32): ``fp32``; ``bf16`` autocast in every
-    stage; ``auto``: bf16 where the device computes it natively, except the latent diffusion stages on CPU. There,
-    oneDNN's bf16 convolution backward returns NaN at the 2^3 bottleneck of the quick latent U-Net (measured with
-    torch 2.13: NaN gradients within 8 steps on random latents), and those stages are cheap (~57 ms a step); the
-    autoencoders, 70% of the fit and compute-bound (40 GFLOP a step), run 1.7x faster in bf16."""
+    stage; ``auto``: bf16 for the two autoencoders where the device computes it natively, fp32 for the latent
+    stages. The autoencoders are compute-bound (1.7x faster in bf16 on a bf16 CPU; on an H200 bf16 = TF32 at 64^3
+    patches). The latent stages gain nothing: on CPU oneDNN's bf16 convolution backward returns NaN at the 2^3
+    bottleneck of the quick latent U-Net (torch 2.13: NaN gradients within 8 steps on random latents); on an H200
+    their 16^3 latents are launch-bound and bf16 was slower (image diffusion 109 vs 79 ms a step,
+    bench/results/gpu_paper_profile_after_h200.json)."""
 
     def with_iterations(self, **overrides: int) -> "DuoConfig":
         return replace(self, iterations={**self.iterations, **overrides})
@@ -92,7 +101,10 @@ CONFIGS: dict[str, DuoConfig] = {
                        image_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        diffusion=DiffusionSize((64, 128, 256), num_res_blocks=2, norm_num_groups=32,
                                                attention_levels=(False, True, True)),
-                       iterations=_iterations(20000, 40000, 30000), batch_size=2, sample_batch=2, learning_rate=1e-4,
+                       # diffusion stages: batch 16 x 5000 (ControlNet 16 x 3750) iterations = the samples of 2 x 40000
+                       # (2 x 30000); autoencoders on 64^3 crops. Chosen for GPU throughput (gpu_step_knobs_h200.json)
+                       iterations=_iterations(20000, 5000, 3750), batch_size=2, diffusion_batch_size=16,
+                       autoencoder_patch=(64, 64, 64), sample_batch=2, learning_rate=1e-4,
                        autoencoder_learning_rate=1e-4, adversarial_weight=0.01),
 }
 

@@ -45,7 +45,7 @@ def stage_precision(config: DuoConfig, device, stage: str) -> str:
         raise ValueError(f"precision must be auto, fp32 or bf16, got {config.precision!r}")
     device = torch.device(device)
     precision = resolve_precision(device, config.precision)
-    if config.precision == "auto" and device.type == "cpu" and not stage.endswith("autoencoder"):
+    if config.precision == "auto" and not stage.endswith("autoencoder"):
         return "fp32"
     return precision
 
@@ -152,7 +152,7 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
     dice_ce = DiceCELoss(softmax=True, include_background=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
-        x = data[torch.from_numpy(rng.integers(len(data), size=config.batch_size))].to(device)
+        x = random_patches(data, rng.integers(len(data), size=config.batch_size), config.autoencoder_patch, rng).to(device)
         with autocast(config, device, stage):
             reconstruction, z_mu, z_sigma = autoencoder(x)
         reconstruction, z_mu, z_sigma = reconstruction.float(), z_mu.float(), z_sigma.float()
@@ -178,6 +178,26 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
     return {**log, "precision": stage_precision(config, device, stage)}
 
 
+def random_patches(data: torch.Tensor, index: np.ndarray, patch: tuple[int, int, int] | None,
+                   rng: np.random.Generator) -> torch.Tensor:
+    """``data[index]``, each item cropped to ``patch`` at its own random corner (whole volumes when None)."""
+    if patch is None:
+        return data[torch.from_numpy(index)]
+    spatial = data.shape[2:]
+    if any(p > s for p, s in zip(patch, spatial)):
+        raise ValueError(f"autoencoder patch {tuple(patch)} is larger than the volumes {tuple(spatial)}")
+    crops = []
+    for i in index:
+        corner = [int(rng.integers(s - p + 1)) for s, p in zip(spatial, patch)]
+        crops.append(data[int(i), :, corner[0]:corner[0] + patch[0], corner[1]:corner[1] + patch[1],
+                          corner[2]:corner[2] + patch[2]])
+    return torch.stack(crops)
+
+
+def diffusion_batch(config: DuoConfig) -> int:
+    return config.diffusion_batch_size or config.batch_size
+
+
 def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, seed: int, device,
                     checkpoint_dir: Path | None = None, progress: Progress | None = None) -> dict:
     """Unconditional latent diffusion on (already scaled) latents."""
@@ -185,7 +205,7 @@ def train_diffusion(stage: str, unet, latents: torch.Tensor, config: DuoConfig, 
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, fused=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
-        x0 = latents[torch.from_numpy(rng.integers(len(latents), size=config.batch_size))].to(device)
+        x0 = latents[torch.from_numpy(rng.integers(len(latents), size=diffusion_batch(config)))].to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)
         noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
@@ -213,7 +233,7 @@ def train_controlnet(controlnet, unet, latents: torch.Tensor, controls: torch.Te
     optimiser = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate, fused=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
-        index = torch.from_numpy(rng.integers(len(latents), size=config.batch_size))
+        index = torch.from_numpy(rng.integers(len(latents), size=diffusion_batch(config)))
         x0, control = latents[index].to(device), controls[index].to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         t = training_timesteps(config, scheduler, x0, generator)

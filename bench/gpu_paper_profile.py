@@ -1,0 +1,371 @@
+"""The paper profile on one GPU: step times, fraction of peak and bf16 accuracy of every network, sampling time,
+and the wall-time estimate of a full paper-profile run.
+
+Usage (one GPU; prints a JSON line per measurement and rewrites ``--out`` after each section, so a run cut short
+keeps what it measured)::
+
+    python bench/gpu_paper_profile.py --out bench/results/gpu_paper_profile.json [--cases 20] [--budget-s 360]
+
+Sections: measured fp32 and bf16 peaks (matmul, conv3d); the segmentation U-Net's pure compute step and its full
+training step (data augmentation included) in fp32 and bf16, with validation Dice of short real-only trainings as
+the accuracy check; the augmentation of one sample on the CPU and on the GPU; each Duo-Diffusion stage's step
+(fp32 vs bf16: ms, FLOPs, fraction of peak, loss trajectory); batched sampling (DDIM 10/50, label stage + ControlNet
+image stage + decoding) per volume; and the estimate of ``run --profile paper`` from the profile's budgets.
+FLOPs come from ``torch.utils.flop_counter`` (forward + backward of one real step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from segmentation_throughput import measured_peaks, step_flops  # noqa: E402
+
+from foscu_bench.store import atomic_write_json  # noqa: E402
+
+REPORT: dict = {}
+STARTED = time.perf_counter()
+
+
+def _save(out: Path) -> None:
+    REPORT["elapsed_s"] = round(time.perf_counter() - STARTED, 1)
+    atomic_write_json(out, REPORT)
+
+
+def _log(section: str, row: dict) -> None:
+    REPORT.setdefault(section, []).append(row)
+    print(json.dumps({"section": section, **row}), flush=True)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def unet_compute_step(settings, device, precision: str, steps: int = 15) -> float:
+    """ms of forward + DiceCE + backward + fused AdamW on random data (no data pipeline)."""
+    from monai.losses import DiceCELoss
+
+    from foscu_bench.segmentation import build_unet
+
+    torch.manual_seed(0)
+    model = build_unet(settings).to(device)
+    x = torch.rand(settings.batch_size, 1, *settings.patch_size, device=device)
+    y = (torch.rand(settings.batch_size, 1, *settings.patch_size, device=device) * 3).floor()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x)
+        loss_fn(out.float(), y).backward()
+        optimiser.step()
+
+    for _ in range(3):
+        step()
+    _sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def augmentation_ms(settings, pairs, device, n: int = 12) -> float:
+    """ms to augment one training sample (crop, affine, intensity) with the volumes on ``device``."""
+    from monai.data import set_track_meta
+
+    from foscu_bench.segmentation import _augmentation
+
+    augment = _augmentation(settings, pairs[0].label.shape, 0)
+    volumes = [(torch.from_numpy(p.image).to(device), torch.from_numpy(p.label[None].astype(np.float32)).to(device))
+               for p in pairs[:4]]
+    set_track_meta(False)
+    try:
+        augment({"image": volumes[0][0], "label": volumes[0][1]})
+        _sync()
+        start = time.perf_counter()
+        for i in range(n):
+            image, label = volumes[i % len(volumes)]
+            augment({"image": image, "label": label})
+        _sync()
+    finally:
+        set_track_meta(True)
+    return (time.perf_counter() - start) / n * 1000
+
+
+def segmentation_section(args, profile, train, val, device, peaks) -> dict:
+    from foscu_bench.segmentation import evaluate, train_segmentation
+
+    settings = profile.segmentation
+    flops = step_flops(settings, profile.shape, device)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        ms = unet_compute_step(settings, device, precision)
+        peak = max(peaks[precision].values())
+        out[precision] = ms
+        _log("unet_compute_step", {"precision": precision, "ms": ms, "step_gflop": flops / 1e9,
+                                   "achieved_tflops": flops / ms / 1e9, "fraction_of_peak": flops / ms / 1e6 / peak})
+    for where in ("cpu", device.type) if device.type != "cpu" else ("cpu",):
+        _log("augmentation", {"volumes_on": where, "ms_per_sample": augmentation_ms(settings, train, torch.device(where))})
+    REPORT["threads"] = torch.get_num_threads()
+    for precision in ("fp32", "bf16"):
+        if time.perf_counter() - STARTED > args.budget_s * 0.45:
+            _log("unet_training", {"precision": precision, "skipped": "time budget"})
+            continue
+        run_settings = replace(settings, iterations=args.unet_iterations, precision=precision)
+        result = train_segmentation(train, [], "real", run_settings, seed=0, device=str(device))
+        rows = evaluate(result.model, val, run_settings)
+        _log("unet_training", {"precision": result.precision, "iterations": args.unet_iterations,
+                               "seconds_per_step": result.seconds / args.unet_iterations,
+                               "loss_first20": float(np.mean(result.losses[:20])),
+                               "loss_last50": float(np.mean(result.losses[-50:])),
+                               "val_dice_liver": float(np.mean([r["dice_liver"] for r in rows])),
+                               "val_cases": len(rows)})
+        out[f"train_{precision}"] = result.seconds / args.unet_iterations
+        _sync()
+        started = time.perf_counter()
+        evaluate(result.model, val[:2], run_settings)
+        _sync()
+        out[f"evaluate_{precision}"] = (time.perf_counter() - started) / len(val[:2])
+        _log("unet_evaluation", {"precision": result.precision, "seconds_per_case": out[f"evaluate_{precision}"],
+                                 "sample_stream": result.sample_stream, "loader_workers": result.loader_workers})
+        del result
+    return out
+
+
+def _stage_call(stage: str, config, data, device):
+    """One Duo-Diffusion stage's training call for ``config`` (fresh networks, seed 0, no checkpoints)."""
+    from foscu_bench.generators.duo_diffusion import networks
+    from foscu_bench.generators.duo_diffusion.training import train_autoencoder, train_controlnet, train_diffusion
+
+    torch.manual_seed(0)
+    times: list[float] = []
+
+    def progress(_stage, _it, _total, _loss) -> None:
+        _sync()
+        times.append(time.perf_counter())
+
+    if stage.endswith("autoencoder"):
+        size = config.label_autoencoder if stage == "label_autoencoder" else config.image_autoencoder
+        ae = networks.build_autoencoder(size, data[stage].shape[1]).to(device)
+        disc = networks.build_discriminator().to(device) if stage == "image_autoencoder" and config.adversarial_weight else None
+        log = train_autoencoder(stage, ae, data[stage], config, 0, device, None, progress, disc)
+    elif stage == "controlnet":
+        unet = networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels).to(device)
+        cn = networks.build_controlnet(config.diffusion, config.image_autoencoder.latent_channels,
+                                       config.image_autoencoder).to(device)
+        networks.init_controlnet_from_unet(cn, unet)
+        log = train_controlnet(cn, unet, data["latents"], data["controls"], config, 0, device, None, progress)
+    else:
+        unet = networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels).to(device)
+        log = train_diffusion(stage, unet, data["latents"], config, 0, device, None, progress)
+    return log, times
+
+
+def duo_section(args, profile, train, device, peaks) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from foscu_bench.conditioning import label_channels
+    from foscu_bench.generator import training_arrays
+    from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+    from foscu_bench.generators.duo_diffusion.generator import one_hot
+
+    base = config_for(profile.name)
+    images, labels = training_arrays(train)
+    latent = tuple(s // base.image_autoencoder.factor for s in profile.shape)
+    data = {"label_autoencoder": one_hot(labels), "image_autoencoder": torch.from_numpy(images[:, None]),
+            "latents": torch.randn(len(images), base.image_autoencoder.latent_channels, *latent,
+                                   generator=torch.Generator().manual_seed(0)),
+            "controls": torch.from_numpy(np.stack([label_channels(label) for label in labels]))}
+    step_s = {}
+    for stage in STAGES:
+        for precision in ("fp32", "bf16"):
+            if time.perf_counter() - STARTED > args.budget_s * 0.85:
+                _log("duo_stage", {"stage": stage, "precision": precision, "skipped": "time budget"})
+                continue
+            n = args.stage_iterations if stage.endswith("autoencoder") else 2 * args.stage_iterations
+            config = config_for(profile.name, precision=precision, iterations={stage: n})
+            torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+            try:
+                log, times = _stage_call(stage, config, data, device)
+            except Exception as error:  # an out-of-memory stage must not cost the other measurements
+                _log("duo_stage", {"stage": stage, "precision": precision, "error": repr(error)[:300]})
+                torch.cuda.empty_cache() if device.type == "cuda" else None
+                continue
+            gaps = np.diff(times[4:])
+            ms = float(np.median(gaps) * 1000)
+            with FlopCounterMode(display=False) as counter:
+                _stage_call(stage, config_for(profile.name, precision=precision, iterations={stage: 1}), data, device)
+            flops = float(counter.get_total_flops())
+            peak = max(peaks[precision].values())
+            losses = log["losses"]
+            _log("duo_stage", {"stage": stage, "precision": precision, "iterations": n, "ms": ms,
+                               "step_gflop": flops / 1e9, "achieved_tflops": flops / ms / 1e9,
+                               "fraction_of_peak": flops / ms / 1e6 / peak,
+                               "loss_first5": float(np.mean(losses[:5])), "loss_last10": float(np.mean(losses[-10:])),
+                               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30
+                               if device.type == "cuda" else None})
+            step_s[(stage, precision)] = ms / 1000
+    return step_s
+
+
+@torch.no_grad()
+def sampling_section(profile, train, device) -> dict:
+    """Seconds per volume of batched DDIM sampling with untrained paper-size networks (cost does not depend on the
+    weights): label denoising + label decoding + ControlNet-guided image denoising + image decoding."""
+    from foscu_bench.conditioning import label_channels
+    from foscu_bench.generators.duo_diffusion import networks
+    from foscu_bench.generators.duo_diffusion.config import config_for
+    from foscu_bench.generators.duo_diffusion.sampling import denoise
+
+    config = config_for(profile.name)
+    batch = config.sample_batch
+    modules = {"label_ae": networks.build_autoencoder(config.label_autoencoder, networks.LABEL_CHANNELS),
+               "label_unet": networks.build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels),
+               "image_ae": networks.build_autoencoder(config.image_autoencoder, 1),
+               "image_unet": networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels),
+               "controlnet": networks.build_controlnet(config.diffusion, config.image_autoencoder.latent_channels,
+                                                       config.image_autoencoder)}
+    modules = {k: v.to(device).eval() for k, v in modules.items()}
+    shape = (batch, config.label_autoencoder.latent_channels,
+             *(s // config.label_autoencoder.factor for s in profile.shape))
+    control = torch.from_numpy(np.stack([label_channels(train[i % len(train)].label) for i in range(batch)])).to(device)
+    out = {}
+
+    def one_batch(steps: int) -> None:
+        gens = [torch.Generator().manual_seed(i) for i in range(batch)]
+        z = denoise(modules["label_unet"], config, shape, gens, device, "ddim", steps)
+        modules["label_ae"].decode(z).argmax(1)
+        z = denoise(modules["image_unet"], config, shape, gens, device, "ddim", steps,
+                    controlnet=modules["controlnet"], control=control)
+        modules["image_ae"].decode(z)
+
+    for precision in ("fp32", "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            one_batch(2)
+            for steps in (10, 50):
+                _sync()
+                start = time.perf_counter()
+                one_batch(steps)
+                _sync()
+                seconds = (time.perf_counter() - start) / batch
+                out[(precision, steps)] = seconds
+                _log("sampling", {"precision": precision, "sampler": "ddim", "steps": steps, "batch": batch,
+                                  "seconds_per_volume": seconds})
+    for precision in ("fp32", "bf16"):
+        per_step = (out[(precision, 50)] - out[(precision, 10)]) / 40
+        fixed = out[(precision, 10)] - 10 * per_step
+        _log("sampling_model", {"precision": precision, "fixed_seconds_per_volume": fixed,
+                                "seconds_per_step_per_volume": per_step,
+                                "ddpm1000_seconds_per_volume": fixed + 1000 * per_step,
+                                "speedup_ddim10_vs_ddpm1000": (fixed + 1000 * per_step) / out[(precision, 10)]})
+    return out
+
+
+def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
+             evaluate_s: float | None = None) -> None:
+    """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile paper`` on this GPU (controls on:
+    real-only, duo-diffusion, oracle, mismatched-labels arms; U-Nets one at a time)."""
+    from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+
+    config = config_for(profile.name)
+    fit = sum(config.iterations[s] * stage_s.get((s, "bf16"), np.nan) for s in STAGES)
+    unets = 4 * 5 * profile.segmentation.iterations * (unet_step_s or np.nan)
+    sampling = n_train * (sample_s or np.nan)
+    n_test = int(round(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[2]))
+    evaluation = 20 * n_test * (evaluate_s or np.nan)
+    _log("paper_run_estimate", {"duo_fit_hours": fit / 3600, "sampling_hours": sampling / 3600,
+                                "unet_trainings": 20, "unet_hours": unets / 3600, "evaluation_hours": evaluation / 3600,
+                                "total_hours_excluding_evaluation": (fit + unets + sampling) / 3600,
+                                "total_hours": (fit + unets + sampling + evaluation) / 3600,
+                                "n_train": n_train, "unet_step_s": unet_step_s})
+
+
+def random_pairs(n: int, profile) -> list:
+    """Timing stand-ins: uniform noise images, an ellipsoid liver with a spherical tumour, at the profile's grid."""
+    from foscu_bench.pair import Pair
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in profile.shape], indexing="ij"))
+    pairs = []
+    for i in range(n):
+        centre = rng.uniform(-0.2, 0.2, size=3)[:, None, None, None]
+        label = ((((grid - centre) / np.array([0.5, 0.4, 0.35])[:, None, None, None]) ** 2).sum(0) < 1).astype(np.uint8)
+        label[((grid - centre) ** 2).sum(0) < 0.01] = 2
+        pairs.append(Pair(image=rng.random((1, *profile.shape), dtype=np.float32), label=label,
+                          spacing=profile.spacing, case_id=f"random-{i}", patient_id=f"random-{i}"))
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "gpu_paper_profile.json")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--cases", type=int, default=20, help="phantom cases: 70%% train, the rest validation")
+    parser.add_argument("--unet-iterations", type=int, default=250)
+    parser.add_argument("--stage-iterations", type=int, default=24)
+    parser.add_argument("--budget-s", type=float, default=360.0, help="later sections are skipped past this")
+    parser.add_argument("--random-pairs", action="store_true",
+                        help="time on random images with ellipsoid livers instead of phantom cases (whose 128^3 "
+                             "generation took 205 s for 20 cases on the GPU machine); accuracy rows then mean nothing")
+    args = parser.parse_args()
+
+    from foscu_bench.data.dataset import open_dataset
+    from foscu_bench.profiles import get_profile
+    from foscu_bench.segmentation import resolve_device
+
+    device = resolve_device("auto")
+    profile = get_profile(args.profile)
+    REPORT.update({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                   "torch": torch.__version__, "cuda": torch.version.cuda, "profile": args.profile,
+                   "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                   "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32, "cpu_count": os.cpu_count()})
+    peaks = {p: measured_peaks(device, p) for p in ("fp32", "bf16")}
+    REPORT["peaks_gflops"] = peaks
+    print(json.dumps({"peaks_gflops": peaks}), flush=True)
+    _save(args.out)
+
+    start = time.perf_counter()
+    if args.random_pairs:
+        pairs = random_pairs(args.cases, profile)
+    else:
+        ds = open_dataset("phantom", profile=profile)
+        pairs = ds.pairs(ds.case_ids[:args.cases])
+    n_train = max(2, int(round(0.7 * len(pairs))))
+    train, val = pairs[:n_train], pairs[n_train:]
+    REPORT["phantom_seconds"] = time.perf_counter() - start
+    print(json.dumps({"phantom_cases": len(pairs), "seconds": REPORT["phantom_seconds"]}), flush=True)
+
+    seg, sample = {}, {}
+    for name, section in (("segmentation", lambda: segmentation_section(args, profile, train, val, device, peaks)),
+                          ("sampling", lambda: sampling_section(profile, train, device))):
+        try:
+            result = section()
+        except Exception as error:
+            _log("errors", {"section": name, "error": repr(error)[:500]})
+            result = {}
+        seg, sample = (result, sample) if name == "segmentation" else (seg, result)
+        _save(args.out)
+    stages = duo_section(args, profile, train, device, peaks)
+    _save(args.out)
+    paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
+    estimate(profile, seg.get("train_bf16"), stages, sample.get(("bf16", 50)) or sample.get(("fp32", 50)), paper_train,
+             seg.get("evaluate_bf16"))
+    _save(args.out)
+
+
+if __name__ == "__main__":
+    main()
