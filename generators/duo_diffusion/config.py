@@ -57,9 +57,13 @@ class DuoConfig:
     """Weight of the gradient-difference loss that replaces the (unavailable offline) perceptual loss."""
     adversarial_weight: float = 0.0
     """Optional patch-adversarial loss on the image autoencoder (0 = off; 0.01-0.1 sharpens at a CPU cost)."""
-    scheduler: str = "ddim"
-    """Sampler: ddpm (1000 steps), ddim or rflow (rectified flow, MAISI-style)."""
-    sampling_steps: int = 50
+    scheduler: str = "dpm++"
+    """Default sampler: ``dpm++`` (DPM-Solver++(2M)), ``ddim`` or ``ddpm`` (1000 steps) sample the same DDPM-trained
+    model; ``rflow`` trains a rectified-flow model instead (MAISI-style). DPM-Solver++ with 10 steps is 55x faster
+    than DDPM-1000 per volume end to end at quick with the same image-label consistency (0.747 vs 0.748, 24
+    volumes); the rflow model trained on the same budget was 4 points less consistent
+    (bench/results/sampling_speed_quick_*.json)."""
+    sampling_steps: int = 10
     prediction_type: str = "v_prediction"
     train_timesteps: int = 1000
     min_component_fraction: float = 0.1
@@ -92,7 +96,7 @@ CONFIGS: dict[str, DuoConfig] = {
     "tiny": DuoConfig(label_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
                       image_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
                       diffusion=DiffusionSize((16, 32), norm_num_groups=8),
-                      iterations=_iterations(200, 300, 200), batch_size=4, sampling_steps=20),
+                      iterations=_iterations(200, 300, 200), batch_size=4),
     "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32, 64), 3),
                        image_autoencoder=AutoencoderSize((16, 32, 64), 3),
                        diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),

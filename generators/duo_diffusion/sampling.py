@@ -2,20 +2,22 @@
 
 Two training families: DDPM-trained models (``ddpm``/``ddim`` samplers; epsilon or v prediction on a
 scaled-linear beta schedule, as in MONAI's LDM tutorials) and rectified flow (``rflow``, as in MAISI: the
-model predicts the velocity x0 - noise). A DDPM-trained model can be sampled with DDPM (all 1000 steps) or
-DDIM (any number of steps); an rflow model with RFlow steps.
+model predicts the velocity x0 - noise). A DDPM-trained model can be sampled with DDPM (all 1000 steps), DDIM
+or DPM-Solver++(2M) (``dpm++``: second-order multistep, Lu et al. 2022, any number of steps); an rflow model with
+RFlow steps.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 
+import numpy as np
 import torch
 
 from foscu_bench.errors import ConfigError
 from foscu_bench.generators.duo_diffusion.config import DuoConfig
 
-SAMPLERS = ("ddpm", "ddim", "rflow")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "rflow")
 BETAS = {"schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0195}
 
 
@@ -57,6 +59,9 @@ def sampling_scheduler(config: DuoConfig, sampler: str, steps: int, latent_numel
     if sampler == "rflow":
         scheduler = training_scheduler(config, latent_numel)
         scheduler.set_timesteps(steps, device=device, input_img_size_numel=latent_numel)
+    elif sampler == "dpm++":
+        scheduler = DPMSolverMultistep(DDPMScheduler(num_train_timesteps=config.train_timesteps, **BETAS).alphas_cumprod,
+                                       steps, config.prediction_type)
     elif sampler == "ddim":
         scheduler = DDIMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction_type,
                                   clip_sample=False, **BETAS)
@@ -66,6 +71,56 @@ def sampling_scheduler(config: DuoConfig, sampler: str, steps: int, latent_numel
                                   clip_sample=False, **BETAS)
         scheduler.set_timesteps(config.train_timesteps)
     return scheduler
+
+
+class DPMSolverMultistep:
+    """DPM-Solver++(2M) for a discrete-time DDPM model (Lu et al. 2022, "DPM-Solver++", Algorithm 2, data prediction).
+
+    MONAI has no multistep ODE solver; this is the 2M update over the model's own ``alphas_cumprod``, with at most
+    ``steps`` model evaluations at timesteps uniform in log-SNR from t = T-1 to t = 0 (the paper's spacing; integer
+    timesteps that coincide near t = 0 are evaluated once). The last, at t = 0, returns its data prediction as the
+    clean sample, as DDIM's last step does. On Gaussian data, where the probability-flow ODE is solved exactly, the
+    scale error at 10/20 steps is 1.8%/0.6% with log-SNR spacing and 17%/15% with uniform timesteps
+    (tests/test_duo_diffusion.py). ``step`` follows MONAI's scheduler interface.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, steps: int, prediction_type: str = "v_prediction") -> None:
+        if prediction_type not in ("v_prediction", "epsilon"):
+            raise ConfigError(f"dpm++ supports v_prediction and epsilon models, not {prediction_type!r}")
+        self.alphas_cumprod = alphas_cumprod.double()
+        self.prediction_type = prediction_type
+        if steps < 2:
+            raise ConfigError(f"dpm++ needs at least 2 steps, got {steps}")
+        log_snr = 0.5 * (torch.log(self.alphas_cumprod) - torch.log1p(-self.alphas_cumprod))
+        targets = torch.linspace(float(log_snr[-1]), float(log_snr[0]), steps, dtype=torch.float64)
+        self.timesteps = torch.unique_consecutive((log_snr[None] - targets[:, None]).abs().argmin(1))
+        self._previous: tuple[torch.Tensor, float] | None = None  # (x0 estimate, lambda) of the last step
+
+    def _coefficients(self, t: int) -> tuple[float, float, float]:
+        abar = float(self.alphas_cumprod[t])
+        alpha, sigma = abar ** 0.5, (1 - abar) ** 0.5
+        return alpha, sigma, float(np.log(alpha) - np.log(sigma))
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = int(timestep)
+        index = int((self.timesteps == t).nonzero()[0])
+        alpha_s, sigma_s, lambda_s = self._coefficients(t)
+        if self.prediction_type == "v_prediction":
+            x0 = alpha_s * sample - sigma_s * model_output
+        else:
+            x0 = (sample - sigma_s * model_output) / alpha_s
+        if index + 1 == len(self.timesteps):  # the last evaluation: the clean sample is the data prediction
+            self._previous = None
+            return x0, x0
+        alpha_t, sigma_t, lambda_t = self._coefficients(int(self.timesteps[index + 1]))
+        h = lambda_t - lambda_s
+        data = x0
+        if self._previous is not None and index > 0:
+            x0_previous, lambda_previous = self._previous
+            r = (lambda_s - lambda_previous) / h
+            data = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_previous
+        self._previous = (x0, lambda_s)
+        return (sigma_t / sigma_s) * sample - alpha_t * float(np.expm1(-h)) * data, x0
 
 
 class _Precomputed(torch.nn.Module):
