@@ -1,10 +1,14 @@
-"""The paper profile on one GPU: step times, fraction of peak and bf16 accuracy of every network, sampling time,
-and the wall-time estimate of a full paper-profile run.
+"""Every network's training step at one profile on this device: ms, FLOPs, fraction of the measured peak of its
+precision, fp32 vs bf16 accuracy; batched sampling time; and the wall-time estimate of a full run at that profile.
 
-Usage (one GPU; prints a JSON line per measurement and rewrites ``--out`` after each section, so a run cut short
-keeps what it measured)::
+Usage (prints a JSON line per measurement and rewrites ``--out`` after each section, so a run cut short keeps
+what it measured)::
 
-    python bench/gpu_paper_profile.py --out bench/results/gpu_paper_profile.json [--cases 20] [--budget-s 360]
+    python bench/step_profile.py --profile paper --out bench/results/gpu_paper_profile_h200.json   # on a GPU
+    python bench/step_profile.py --profile quick --random-pairs --out bench/results/step_profile_quick_cpu.json
+
+On CPU every network runs with torch's default threads (all cores); the runner instead trains one single-threaded
+step per core, which bench/unet_step_speed.py measures.
 
 Sections: measured fp32 and bf16 peaks (matmul, conv3d); the segmentation U-Net's pure compute step and its full
 training step (data augmentation included) in fp32 and bf16, with validation Dice of short real-only trainings as
@@ -312,7 +316,7 @@ def random_pairs(n: int, profile) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "gpu_paper_profile.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/step_profile_<profile>_<device>.json")
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--cases", type=int, default=20, help="phantom cases: 70%% train, the rest validation")
     parser.add_argument("--unet-iterations", type=int, default=250)
@@ -322,6 +326,8 @@ def main() -> None:
                         help="time on random images with ellipsoid livers instead of phantom cases (whose 128^3 "
                              "generation took 205 s for 20 cases on the GPU machine); accuracy rows then mean nothing")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = HERE / "results" / f"step_profile_{args.profile}_{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
 
     from foscu_bench.data.dataset import open_dataset
     from foscu_bench.profiles import get_profile
