@@ -213,12 +213,12 @@ def run(
     silent = quiet or as_json
     reporter = NullReporter() if silent or plan else RichReporter(err_console)
     prepared = prepare(config, out, reporter)
-    if plan:
-        _print_plan(prepared, as_json)
-        return
     from foscu_bench.runner.parallel import default_threads, default_workers
 
     threads = threads or default_threads(prepared.device)
+    if plan:
+        _print_plan(prepared, as_json, threads)
+        return
     workers = workers or default_workers(prepared.device, threads)
     if silent:
         manifest = prepared.execute(sys.argv, workers=workers, threads=threads)
@@ -234,8 +234,8 @@ def run(
         _print_summary(prepared, stats, manifest)
 
 
-def _print_plan(prepared, as_json: bool) -> None:
-    steps = prepared.plan()
+def _print_plan(prepared, as_json: bool, threads: int | None = None) -> None:
+    steps = prepared.plan(threads)
     pending = [p for p in steps if not p.done]
     known = [p.estimate_seconds for p in pending if p.estimate_seconds is not None]
     unknown = len(pending) - len(known)

@@ -116,13 +116,21 @@ def test_bad_config_is_refused():
         PhantomConfig(tumour_fraction=1.5)
 
 
+def test_parallel_generation_pays_by_volume():
+    """Worker processes cost a few seconds to start: worth it for 32+ quick cases, for any 2 paper cases."""
+    from foscu_bench.data.dataset import worth_parallel
+
+    assert not worth_parallel(20, (32, 32, 32)) and worth_parallel(40, (32, 32, 32))
+    assert worth_parallel(2, (128, 128, 128)) and not worth_parallel(12, (16, 16, 16))
+
+
 def test_parallel_generation_gives_the_serial_pairs(tmp_path, monkeypatch):
     """Missing phantom cases are made in worker processes; the pairs are exactly the serial ones."""
     from foscu_bench.data import dataset as D
     from foscu_bench.data.dataset import open_dataset
 
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "parallel"))
-    monkeypatch.setattr(D, "PARALLEL_MIN_CASES", 2)
+    monkeypatch.setattr(D, "PARALLEL_MIN_CASES", 0)
     seen = []
     parallel = open_dataset("phantom", profile="tiny").pairs(progress=seen.append)
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "serial"))

@@ -130,6 +130,22 @@ def test_unets_are_cached_across_runs_by_content(finished_run, tmp_path, monkeyp
     assert RunLayout(other).read_step(Step("unet", None, 0, "real"))["cache_hit"]
 
 
+def test_plan_prices_cached_unets_at_the_runs_threads(finished_run, tmp_path, monkeypatch, capsys):
+    """--plan counts a cached real-only U-Net as free only for the thread count it was trained with (the run's
+    --threads, default 1 on CPU): a U-Net at 2 threads is another computation."""
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    estimates = {}
+    for threads in ("1", "2"):
+        main(["run", "--generator", "synthseg", "--seeds", "2", "--profile", "tiny", "--no-controls", "--plan",
+              "--json", "--out", str(tmp_path), "--threads", threads])
+        steps = json.loads(capsys.readouterr().out)["steps"]
+        estimates[threads] = {s["step"]: s["estimate_seconds"] for s in steps
+                              if s["step"].startswith("unet/real-only")}
+    assert estimates["1"] and set(estimates["1"].values()) == {0.0}
+    assert all(value != 0.0 for value in estimates["2"].values())
+
+
 def test_unet_cache_key_holds_what_changes_a_unet(finished_run, monkeypatch):
     from foscu_bench.runner import RunConfig, prepare
     from foscu_bench.runner.unet_cache import unet_cache_key

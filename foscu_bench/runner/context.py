@@ -93,10 +93,10 @@ class RunContext:
         return load_synthetic(self.layout.synthetic(generator, seed, n_real, draw), self.profile)
 
     # -- conveniences for the CLI ---------------------------------------------------------------------------
-    def plan(self):
+    def plan(self, threads: int | None = None):
         from foscu_bench.runner.plan import plan
 
-        return plan(self)
+        return plan(self, threads)
 
     def execute(self, argv: list[str] | None = None, workers: int = 1, threads: int | None = None) -> dict:
         from foscu_bench.runner.serial import execute

@@ -65,8 +65,9 @@ def _synthetic_intact(ctx, step: Step, record: dict) -> bool:
     return bool(ctx.memo[key])
 
 
-def plan(ctx) -> list[PlannedStep]:
-    return [PlannedStep(s, step_record(ctx, s) is not None, estimate_seconds(ctx, s)) for s in steps(ctx)]
+def plan(ctx, threads: int | None = None) -> list[PlannedStep]:
+    """Every step, whether it is done, and its estimate; ``threads`` per step as the run will use (None: default)."""
+    return [PlannedStep(s, step_record(ctx, s) is not None, estimate_seconds(ctx, s, threads)) for s in steps(ctx)]
 
 
 def step_timing_key(ctx, step: Step) -> str:
@@ -83,7 +84,7 @@ def step_timing_key(ctx, step: Step) -> str:
     return timing_key(**parts)
 
 
-def estimate_seconds(ctx, step: Step) -> float | None:
+def estimate_seconds(ctx, step: Step, threads: int | None = None) -> float | None:
     """Median of this machine's measured times for such a step; 0 for a fit already in the cache, and for a
     real-only U-Net whose record is in the U-Net cache (U-Nets on synthetic data are keyed by sets not sampled
     yet, so they are estimated in full)."""
@@ -96,6 +97,6 @@ def estimate_seconds(ctx, step: Step) -> float | None:
         from foscu_bench.runner.parallel import default_threads
         from foscu_bench.runner.unet_cache import cached_unet
 
-        if cached_unet(ctx, step, None, default_threads(ctx.device)) is not None:
+        if cached_unet(ctx, step, None, threads or default_threads(ctx.device)) is not None:
             return 0.0
     return estimate(step_timing_key(ctx, step))
