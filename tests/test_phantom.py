@@ -122,6 +122,7 @@ def test_parallel_generation_pays_by_volume():
 
     assert not worth_parallel(20, (32, 32, 32)) and worth_parallel(40, (32, 32, 32))
     assert worth_parallel(2, (128, 128, 128)) and not worth_parallel(12, (16, 16, 16))
+    assert worth_parallel(40, (16, 16, 16))  # small grids cost about what quick ones do
 
 
 def test_parallel_generation_gives_the_serial_pairs(tmp_path, monkeypatch):
