@@ -281,12 +281,15 @@ def sampling_section(profile, train, device) -> dict:
 
 def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
              evaluate_s: float | None = None) -> None:
-    """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile paper`` on this GPU (controls on:
-    real-only, duo-diffusion, oracle, mismatched-labels arms; U-Nets one at a time)."""
+    """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` on this device, one step
+    at a time (controls on: real-only, duo-diffusion, oracle, mismatched-labels arms), each Duo stage in the
+    precision ``precision="auto"`` gives it."""
     from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+    from foscu_bench.generators.duo_diffusion.training import stage_precision
 
     config = config_for(profile.name)
-    fit = sum(config.iterations[s] * stage_s.get((s, "bf16"), np.nan) for s in STAGES)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fit = sum(config.iterations[s] * stage_s.get((s, stage_precision(config, device, s)), np.nan) for s in STAGES)
     unets = 4 * 5 * profile.segmentation.iterations * (unet_step_s or np.nan)
     sampling = n_train * (sample_s or np.nan)
     n_test = int(round(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[2]))
