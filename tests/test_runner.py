@@ -298,3 +298,17 @@ def test_a_lost_synthetic_set_is_resampled_with_the_unets_trained_on_it(finished
     run = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False), copy.parent)
     pending = {p.step.name for p in run.plan() if not p.done}
     assert pending == {"sample/classic-aug/seed-1", "unet/classic-aug/seed-1"}
+
+
+def test_small_synthetic_dose_samples_the_rest_for_fidelity(tmp_path, monkeypatch):
+    """--synthetic 2 x 2 seeds holds fewer volumes than the fidelity comparison needs (half the real cases): the
+    generator samples the rest under a seed no training set uses, instead of the run failing at fidelity."""
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "cache"))
+    main(["run", "--generator", "classic-aug", "--seeds", "2", "--profile", "tiny", "--quiet", "--no-controls",
+          "--synthetic", "2", "--out", str(tmp_path / "runs"), "--workers", "1"])
+    run_dir = _run_dir(tmp_path / "runs")
+    (record,) = [json.loads(p.read_text()) for p in (run_dir / "steps").glob("fidelity--*.json")]
+    fidelity = json.loads((run_dir / "fidelity.json").read_text())
+    needed = fidelity["n_per_set"]
+    assert record["sampled_for_fidelity"] == needed - 4 > 0
+    assert fidelity["generators"]["classic-aug"]["n_synthetic"] == needed
