@@ -15,25 +15,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from step_profile import _sync, timed  # bench/ is on sys.path when run as a script
+
 ROWS: list[dict] = []
-
-
-def _sync() -> None:
-    torch.cuda.synchronize()
-
-
-def timed(step, n: int = 10, warm: int = 3) -> float:
-    for _ in range(warm):
-        step()
-    _sync()
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    _sync()
-    return (time.perf_counter() - start) / n * 1000
 
 
 def log(row: dict) -> None:
@@ -148,17 +134,8 @@ def augmentation_rows(device) -> None:
         data = {"image": image.to(where), "label": label.to(where)}
         patch = {"image": image[:, :96, :96, :96].to(where), "label": label[:, :96, :96, :96].to(where)}
         for name, fn, arg in (("crop_pos_neg", crop, data), ("affine_always", affine, patch), ("full_chain", full, data)):
-            log({"augmentation": name, "volumes_on": where,
-                 "ms": timed(lambda: fn(arg), n=10, warm=2) if where == "cuda" else _cpu_ms(lambda: fn(arg))})
+            log({"augmentation": name, "volumes_on": where, "ms": timed(lambda: fn(arg), n=10, warm=2)})
     set_track_meta(True)
-
-
-def _cpu_ms(fn, n: int = 10) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1000
 
 
 def main() -> None:

@@ -77,14 +77,19 @@ def unet_compute_step(settings, device, precision: str, steps: int = 15) -> floa
         loss_fn(out.float(), y).backward()
         optimiser.step()
 
-    for _ in range(3):
+    return timed(step, n=steps)
+
+
+def timed(step, n: int = 10, warm: int = 3) -> float:
+    """Mean ms of ``step`` over ``n`` calls after ``warm`` warm-up calls, the GPU synchronised at both ends."""
+    for _ in range(warm):
         step()
     _sync()
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(n):
         step()
     _sync()
-    return (time.perf_counter() - start) / steps * 1000
+    return (time.perf_counter() - start) / n * 1000
 
 
 def augmentation_ms(settings, pairs, device, n: int = 12) -> float:

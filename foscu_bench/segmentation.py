@@ -204,9 +204,9 @@ def per_sample_streams(device, loader_workers: int | None = None) -> bool:
 
 def default_loader_workers(device) -> int:
     """Sample-preparing processes: none on CPU; on a GPU up to 8, leaving a core to the training process."""
-    import os
+    from foscu_bench.runner.parallel import available_cores
 
-    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 0 if device.type == "cpu" else max(1, min(8, available_cores() - 1))
 
 
 def _draw(pool_real: Sequence[Pair], pool_synth: Sequence[Pair], p_synth: float, rng: np.random.Generator,
@@ -217,7 +217,8 @@ def _draw(pool_real: Sequence[Pair], pool_synth: Sequence[Pair], p_synth: float,
     from_real = not rng.uniform() < p_synth
     pool = pool_real if from_real else pool_synth
     pair = pool[rng.integers(len(pool))]
-    sample = augment({"image": torch.from_numpy(pair.image), "label": torch.from_numpy(pair.label[None].astype(np.float32))})
+    sample = augment({"image": torch.from_numpy(pair.image),
+                      "label": torch.from_numpy(pair.label[None].astype(np.float32))})
     sample = sample[0] if isinstance(sample, list) else sample
     return sample["image"], sample["label"], from_real
 

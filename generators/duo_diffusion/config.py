@@ -62,7 +62,7 @@ class DuoConfig:
     model; ``rflow`` trains a rectified-flow model instead (MAISI-style). DPM-Solver++ with 10 steps is 55x faster
     than DDPM-1000 per volume end to end at quick with the same image-label consistency (0.747 vs 0.748, 24
     volumes); the rflow model trained on the same budget was 4 points less consistent
-    (bench/results/sampling_speed_quick_*.json)."""
+    (bench/results/sampling_speed_quick.json)."""
     sampling_steps: int = 10
     prediction_type: str = "v_prediction"
     train_timesteps: int = 1000
