@@ -19,5 +19,8 @@ def discover() -> tuple[list[str], dict[str, str]]:
     return sorted(set(packages)), package_dir
 
 
+PACKAGE_DATA = {"foscu_bench.metrics": ["weights/*/*.json", "weights/*/*.safetensors"]}
+"""The shipped fidelity extractor (a checkpoint directory) travels inside the wheel."""
+
 PACKAGES, PACKAGE_DIR = discover()
-setup(packages=PACKAGES, package_dir=PACKAGE_DIR)
+setup(packages=PACKAGES, package_dir=PACKAGE_DIR, package_data=PACKAGE_DATA)

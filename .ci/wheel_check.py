@@ -19,4 +19,10 @@ for name, meta in sorted(registry().items()):
     print(f"ok {name}: {meta.target}")
 for module in ("foscu_bench.runner", "foscu_bench.testing", "foscu_bench.cli"):
     importlib.import_module(module)
+from foscu_bench.metrics.features import DEFAULT_EXTRACTOR, get_extractor  # noqa: E402
+
+extractor = get_extractor(DEFAULT_EXTRACTOR)  # the shipped weights are package data
+if not Path(extractor.provenance["weights"]).resolve().is_relative_to(site):
+    sys.exit(f"{DEFAULT_EXTRACTOR}: weights read from {extractor.provenance['weights']}, outside the wheel")
+print(f"ok {DEFAULT_EXTRACTOR}: shipped weights {extractor.provenance['weights_sha256'][:16]}")
 print(f"wheel check passed: {len(registry())} generators import from {site}")

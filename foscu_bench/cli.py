@@ -367,6 +367,29 @@ def figures(
         console.print(f"wrote {path}")
 
 
+@app.command("fidelity")
+def fidelity(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", help="Feature extractor (default: the shipped "
+                                                                      "foscu-ae3d-corpus)."),
+    extractor_weights: Optional[str] = typer.Option(None, "--extractor-weights", help="Local weights of the "
+                                                                                      "extractor."),
+) -> None:
+    """Recompute a run's fidelity.json under the current protocol (U-Net results untouched)."""
+    from foscu_bench.runner.refidelity import recompute_fidelity
+
+    document = recompute_fidelity(run_dir, extractor, extractor_weights)
+    floor = document["real_vs_real"]
+    console.print(f"fidelity of {run_dir} at n = {document['n_per_set']} per set "
+                  f"({document['extractor']['name']}); floor FID {floor['fid']:.2f}")
+    for name, entry in document["generators"].items():
+        excess = entry.get("excess_over_floor", {}).get("fid", {})
+        copies = entry.get("memorisation", {})
+        console.print(f"  {name}: FID {entry['fid']:.2f}, above floor {excess.get('difference', float('nan')):+.2f} "
+                      f"[{excess.get('ci_low', float('nan')):+.2f}, {excess.get('ci_high', float('nan')):+.2f}], "
+                      f"near-copies {copies.get('near_copies', '-')}/{copies.get('n_synthetic', '-')}")
+
+
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
@@ -375,12 +398,15 @@ def export(
     generator: Optional[List[str]] = typer.Option(None, "--generator", help="Only these generators (default: all)."),
     with_real: bool = typer.Option(True, "--with-real/--synthetic-only",
                                    help="nifti: add the run's real training cases (never held-out ones)."),
+    allow_near_copies: bool = typer.Option(False, "--allow-near-copies",
+                                           help="hf: export even where the memorisation check finds more "
+                                                "near-copies of training volumes than chance (or none was run)."),
 ) -> None:
     """Export a run's synthetic pairs as a Hugging Face dataset folder or an nnU-Net raw dataset."""
     from foscu_bench.hub import export_hf, export_nifti
 
     if fmt == "hf":
-        path = export_hf(run_dir, out, generator)
+        path = export_hf(run_dir, out, generator, allow_near_copies=allow_near_copies)
     elif fmt == "nifti":
         path = export_nifti(run_dir, out, generator, with_real=with_real)
     else:

@@ -7,7 +7,12 @@
 - ``mismatched-labels`` (negative control): real training images, each paired with another training case's
   label. Realistic images, wrong labels: training on them must hurt, and a protocol must show that.
 
-Both are ``kind="control"``: tables and figures show them apart from generators, and their p-values form their
+- ``copy-control`` (memorisation control): the training cases themselves, lightly perturbed (Gaussian noise of
+  1% of the intensity range, a global intensity scale within 2%), labels unchanged. A generator that memorised
+  its training set looks like this: the fidelity metrics must flag it as near-copies, not reward it. Not run by
+  default (ask for it with ``--generator copy-control``).
+
+All are ``kind="control"``: tables and figures show them apart from generators, and their p-values form their
 own Holm family.
 """
 
@@ -123,6 +128,25 @@ class MismatchedLabels(GeneratorBase):
         self.images, self.labels = arrays["images"], arrays["labels"]
 
 
+COPY_NOISE, COPY_SCALE = 0.01, 0.02
+
+
+class CopyControl(MismatchedLabels):
+    """Training pairs, lightly perturbed: what a generator that memorised its training set would return."""
+
+    name = "copy-control"
+
+    def sample(self, n: int, seed: int) -> Iterator[Pair]:
+        profile = self._require_fitted()
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            index = i % len(self.images)
+            noise = rng.normal(0.0, COPY_NOISE, self.images[index].shape)
+            image = np.clip(self.images[index] * rng.uniform(1 - COPY_SCALE, 1 + COPY_SCALE) + noise, 0.0, 1.0)
+            yield make_pair(image.astype(np.float32), self.labels[index], profile, synthetic_case_id(self.name, seed, i),
+                            image_case=self.train_case_ids[index], label_case=self.train_case_ids[index])
+
+
 PHANTOM_ORACLE = register(GeneratorMeta(
     name="phantom-oracle", kind="control", target="foscu_bench.controls:PhantomOracle",
     citation="positive control of foscu-bench: fresh patients from the dataset's own simulator",
@@ -136,5 +160,12 @@ MISMATCHED_LABELS = register(GeneratorMeta(
     reference="https://arxiv.org/abs/2312.12407",
     conditioning="real training images paired with the label of a different training case",
     description="Negative control: realistic images whose labels do not match. The protocol must detect the harm."))
+
+COPY_CONTROL = register(GeneratorMeta(
+    name="copy-control", kind="control", target="foscu_bench.controls:CopyControl",
+    citation="memorisation control of foscu-bench: the training cases, lightly perturbed",
+    reference="https://arxiv.org/abs/2307.01148",
+    conditioning="none: training images with 1% noise and a 2% intensity scale, their own labels",
+    description="Memorisation control: copies of the training set. Fidelity metrics must flag them."))
 
 POSITIVE, NEGATIVE = PHANTOM_ORACLE.name, MISMATCHED_LABELS.name

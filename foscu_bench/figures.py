@@ -154,9 +154,10 @@ def fig_fidelity(run: RunResult, out_dir: Path) -> list[Path]:
     err = np.array([[generators[g]["fid"] - generators[g]["fid_ci_low"] for g in names],
                     [generators[g]["fid_ci_high"] - generators[g]["fid"] for g in names]]).clip(min=0)
     ax_fid.bar(names, fid, yerr=err, color="#4c72b0", capsize=3)
-    ax_kid.bar(names, [generators[g]["kid_mean"] for g in names], yerr=[generators[g]["kid_std"] for g in names],
+    kid_key, kid_err = ("kid", "kid_se") if "kid_se" in floor else ("kid_mean", "kid_std")  # schema 4 / 3
+    ax_kid.bar(names, [generators[g][kid_key] for g in names], yerr=[generators[g][kid_err] for g in names],
                color="#dd8452", capsize=3)
-    for ax, key in ((ax_fid, "fid"), (ax_kid, "kid_mean")):
+    for ax, key in ((ax_fid, "fid"), (ax_kid, kid_key)):
         if floor.get(key) is not None:
             ax.axhline(floor[key], color="black", linestyle="--", linewidth=1, label="real vs real floor")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
@@ -164,7 +165,7 @@ def fig_fidelity(run: RunResult, out_dir: Path) -> list[Path]:
     n = run.fidelity.get("n_per_set")
     extractor = run.fidelity.get("extractor", {}).get("name")
     ax_fid.set_title(f"FID ({extractor}, n={n} per set)", fontsize=8)
-    ax_kid.set_title("KID (mean ± sd over subsets)", fontsize=8)
+    ax_kid.set_title("KID (± bootstrap SE)" if kid_key == "kid" else "KID (mean ± sd over subsets)", fontsize=8)
     return save_figure(fig, out_dir, f"fidelity_{run.run_id}")
 
 
@@ -264,6 +265,40 @@ def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"loss_curves_{run.run_id}")
 
 
+def fig_metric_validity(rows: list[dict], out_dir: Path) -> list[Path]:
+    """Each fidelity metric against the Dice delta, one point per generator/control and level, with the rank
+    correlation and its CI (``validity``) in the panel title: which fidelity number predicts usefulness."""
+    from foscu_bench.validity import VALIDITY_METRICS, metric_validity
+
+    entries = [e for e in metric_validity(rows) if e["spearman"] is not None]
+    if not entries:
+        return []
+    plt = _plt()
+    columns = min(5, len(entries))
+    lines = -(-len(entries) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.4 * lines), squeeze=False)
+    generators = sorted({r["generator"] for r in rows if r.get("kind") != "reference"})
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(generators)}
+    for ax, entry in zip(axes.flat, entries):
+        for g in generators:
+            points = [(r[entry["metric"]], 100 * r["delta_dice_mean"]) for r in rows if r["generator"] == g
+                      and r.get(entry["metric"]) is not None and r.get("delta_dice_mean") is not None]
+            if points:
+                x, y = zip(*points)
+                ax.scatter(x, y, s=14, color=colours[g], label=g)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xlabel(VALIDITY_METRICS[entry["metric"]], fontsize=7)
+        ax.set_title(f"ρ {entry['spearman']:+.2f} [{entry['ci_low']:+.2f}, {entry['ci_high']:+.2f}]", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("Δ liver Dice (points)", fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=min(6, len(labels)))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(fig, out_dir, f"metric_validity_{rows[0]['comparability_key']}")
+
+
 def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure for every completed run under ``runs_dir``, pooled only within comparability groups."""
     runs = find_runs(runs_dir)
@@ -280,4 +315,9 @@ def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
         written += fig_dice_distributions(group, out_dir)
         written += fig_dice_vs_n_synthetic(group, out_dir)
         written += fig_dice_vs_real_cases(group, out_dir)
+    from foscu_bench.leaderboard import leaderboard_rows
+
+    rows = leaderboard_rows(runs_dir)
+    for key in dict.fromkeys(r["comparability_key"] for r in rows):
+        written += fig_metric_validity([r for r in rows if r["comparability_key"] == key], out_dir)
     return written

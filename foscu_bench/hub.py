@@ -79,6 +79,35 @@ def _generators(run, generators: list[str] | None) -> list[str]:
     return chosen
 
 
+NEAR_COPY_ALPHA = 0.01
+"""Export refuses a generator whose near-copies exceed chance at this one-sided binomial level."""
+
+
+def memorisation_checks(run, generators: list[str], allow_near_copies: bool = False) -> dict[str, dict]:
+    """The memorisation check of every exported generator, from the run's fidelity.json (largest level).
+
+    Refuses (``ConfigError``) a generator with more near-copies of training volumes than chance explains
+    (``p_value`` < ``NEAR_COPY_ALPHA``), or one never checked, unless ``allow_near_copies``; the result goes
+    into the dataset card either way.
+    """
+    checks, problems = {}, []
+    for generator in generators:
+        check = run.fidelity.get("generators", {}).get(generator, {}).get("memorisation")
+        checks[generator] = check or {}
+        if check is None:
+            problems.append(f"{generator}: no memorisation check in {run.layout.fidelity} (a run made before "
+                            f"fidelity schema 4; re-run its command to compute it)")
+        elif check["p_value"] < NEAR_COPY_ALPHA:
+            problems.append(f"{generator}: {check['near_copies']} of {check['n_synthetic']} checked volumes are "
+                            f"closer to a training volume than any held-out real volume is (expected by chance "
+                            f"{check['expected_fraction_by_chance'] * check['n_synthetic']:.1f}, p = "
+                            f"{check['p_value']:.2g}); closest: {check['closest'][0]['nearest_train_case']}")
+    if problems and not allow_near_copies:
+        raise ConfigError("export refused, the synthetic set may publish training data:\n  " + "\n  ".join(problems)
+                          + "\n(pass --allow-near-copies to export anyway; the dataset card records the check)")
+    return checks
+
+
 def _examples(run, generator: str):
     meta = run.manifest
     config_hash = _config_hash(meta["generators"][generator].get("config"))
@@ -91,14 +120,17 @@ def _examples(run, generator: str):
                    "run_id": run.run_id}
 
 
-def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None = None) -> Path:
-    """Write the Hub-ready folder ``out`` (data/<generator>/train-*.parquet + README.md card), atomically."""
+def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None = None,
+              allow_near_copies: bool = False) -> Path:
+    """Write the Hub-ready folder ``out`` (data/<generator>/train-*.parquet + README.md card), atomically, after the
+    memorisation check (``memorisation_checks``)."""
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
     run = load_run(run_dir)
     chosen = _generators(run, generators)
+    checks = memorisation_checks(run, chosen, allow_near_copies)
     shape = tuple(run.manifest["profile"]["shape"])
     out = Path(out)
     with staged_directory(out) as staging:
@@ -115,11 +147,19 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
             sizes[generator] = {"num_examples": len(rows), "num_bytes": n_bytes,
                                 "n_with_tumour": sum(r["has_tumour"] for r in rows),
                                 "liver_ml": [r["liver_volume_ml"] for r in rows]}
-        (staging / "README.md").write_text(dataset_card(run, chosen, sizes))
+        (staging / "README.md").write_text(dataset_card(run, chosen, sizes, checks))
     return out
 
 
-def dataset_card(run, generators: list[str], sizes: dict) -> str:
+def _memorisation_line(generator: str, check: dict) -> str:
+    if not check:
+        return f"| {generator} | not checked | - | - | - |"
+    return (f"| {generator} | {check['near_copies']} / {check['n_synthetic']} | "
+            f"{check['expected_fraction_by_chance'] * check['n_synthetic']:.1f} | {check['p_value']:.2g} | "
+            f"{check['distance_ratio']:.2f} |")
+
+
+def dataset_card(run, generators: list[str], sizes: dict, checks: dict | None = None) -> str:
     """The Hub dataset card (``huggingface_hub.DatasetCard``): YAML metadata with one config per generator, and a
     human section (method, delta Dice, fidelity, intended use and limits). Features come from the parquet schema."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -151,8 +191,10 @@ def dataset_card(run, generators: list[str], sizes: dict) -> str:
             f"| {g} | {sizes[g]['num_examples']} ({sizes[g]['n_with_tumour']} with tumour) | "
             + (f"{100 * delta:+.2f} [{100 * entry['ci_low']:+.2f}, {100 * entry['ci_high']:+.2f}] | "
                f"{entry['p_holm']:.3g} | " if delta is not None else "- | - | ")
-            + (f"{fid['fid']:.2f} (floor {fidelity['real_vs_real']['fid']:.2f}) | {fid['kid_mean']:.4f} |"
-               if fid.get("fid") is not None else "- | - |"))
+            + (f"{fid['fid']:.2f} (floor {fidelity['real_vs_real']['fid']:.2f}) | "
+               f"{fid.get('kid', fid.get('kid_mean')):.4f} |" if fid.get("fid") is not None else "- | - |"))
+    checks = checks or {}
+    memorised = [_memorisation_line(g, checks.get(g, {})) for g in generators]
     profile = manifest["profile"]
     body = f"""
 # foscu-bench synthetic liver MRI ({manifest['profile']['name']} profile)
@@ -172,6 +214,17 @@ Synthetic 3D abdominal MRI volumes with liver (1) and tumour (2) labels, made by
 {len(manifest['split']['test'])} held-out real cases (Wilcoxon over cases, Holm-corrected). FID/KID at n =
 {fidelity.get('n_per_set', '-')} per set beside the real-vs-real floor; at such n FID is dominated by
 small-sample bias, so compare configs with each other and with the floor, not with published FIDs.
+
+## Memorisation check
+
+Each checked synthetic volume's distance to its nearest training volume (features of the fidelity extractor),
+against the smallest distance of a held-out real volume to the training set: below it, a volume is a *near-copy*.
+New patients fall below by chance about once in (held-out volumes + 1); p: one-sided binomial test of the count.
+Distance ratio: median synthetic / median held-out distance to the training set (1: like new patients).
+
+| config | near-copies / checked | expected by chance | p | distance ratio |
+|---|---|---|---|---|
+{chr(10).join(memorised)}
 
 - Grid: {' x '.join(map(str, profile['shape']))} voxels, spacing {' x '.join(f'{s:g}' for s in profile['spacing'])} mm,
   RAS orientation, arrays indexed (x, y, z). Image float32 in [0, 1]; label uint8 (0 background, 1 liver, 2 tumour).

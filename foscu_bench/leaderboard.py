@@ -39,8 +39,10 @@ def data_columns() -> list[str]:
                "dice_mean", "real_dice_mean", "mde", "equivalent", "equivalent_ci_low", "equivalent_ci_high"]
     for column in _secondary():
         columns += [f"delta_{column}", f"delta_{column}_ci_low", f"delta_{column}_ci_high", f"p_holm_{column}"]
-    return columns + ["fid", "fid_floor", "fid_reduction_pct", "kid_mean", "kid_std", "kid_floor", "ms_ssim",
-                      "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic",
+    return columns + ["fid", "fid_floor", "fid_excess", "fid_excess_ci_low", "fid_excess_ci_high", "fd_infinity",
+                      "fid_reduction_pct", "fid_reduction_ci_low", "fid_reduction_ci_high", "kid_mean", "kid_se",
+                      "kid_floor", "precision", "recall", "density", "coverage", "ms_ssim", "near_copy_fraction",
+                      "near_copy_p", "consistency", "consistency_ceiling", "fit_seconds", "sample_seconds_per_volume", "n_seeds", "n_cases", "n_synthetic",
                       "holm_family_size", "dataset", "profile", "extractor", "comparability_key", "run_id"]
 
 
@@ -50,6 +52,22 @@ def _fidelity_at(run, level: int) -> tuple[dict, dict]:
     if document is None:
         document = run.fidelity if run.largest_level["n_real"] == level else {}
     return document.get("generators", {}), document.get("real_vs_real", {})
+
+
+def _fidelity_fields(fid: dict, floor: dict) -> dict:
+    """Leaderboard fidelity columns of one generator (schema 4: excess over the floor with its CI, KID with its
+    standard error, PRDC, memorisation; schema 3 runs fill FID, KID and MS-SSIM only)."""
+    excess = fid.get("excess_over_floor", {}).get("fid", {})
+    memorised = fid.get("memorisation", {})
+    return {"fid": fid.get("fid"), "fid_floor": floor.get("fid"), "fid_excess": excess.get("difference"),
+            "fid_excess_ci_low": excess.get("ci_low"), "fid_excess_ci_high": excess.get("ci_high"),
+            "fd_infinity": fid.get("fd_infinity"), "kid_mean": fid.get("kid", fid.get("kid_mean")),
+            "kid_se": fid.get("kid_se"), "kid_floor": floor.get("kid", floor.get("kid_mean")),
+            **{k: fid.get(k) for k in ("precision", "recall", "density", "coverage", "ms_ssim")},
+            "near_copy_fraction": memorised.get("near_copy_fraction"), "near_copy_p": memorised.get("p_value"),
+            "consistency": fid.get("consistency", {}).get("synthetic", {}).get("mean"),
+            "consistency_ceiling": fid.get("consistency", {}).get("real_ceiling", {}).get("mean"),
+            "_fidelity": (fid, floor)}
 
 
 def _group_rows(group: RunGroup) -> list[dict]:
@@ -89,9 +107,7 @@ def _group_rows(group: RunGroup) -> list[dict]:
                        "n_synthetic": run.manifest["config"].get("n_synthetic"),
                        "fit_seconds": meta.get("fit_seconds"),
                        "sample_seconds_per_volume": meta.get("sample_seconds_per_volume"),
-                       "extractor": extractor_id(run.fidelity), "fid": fid.get("fid"), "fid_floor": floor.get("fid"),
-                       "kid_mean": fid.get("kid_mean"), "kid_std": fid.get("kid_std"),
-                       "kid_floor": floor.get("kid_mean"), "ms_ssim": fid.get("ms_ssim")}
+                       "extractor": extractor_id(run.fidelity), **_fidelity_fields(fid, floor)}
                 for column in _secondary():
                     comparison = block["metrics"].get(column)
                     if comparison is not None:
@@ -109,18 +125,28 @@ def _group_rows(group: RunGroup) -> list[dict]:
             **common, "generator": REFERENCE, "kind": "reference", "run_id": holders[0].run_id, "n_real": level,
             "real_dice_mean": reference[PRIMARY], "dice_mean": reference[PRIMARY], "n_seeds": reference["n_seeds"],
             "n_cases": reference["n_cases"], "n_synthetic": 0, "fid": floor.get("fid"),
-            "kid_mean": floor.get("kid_mean"), "ms_ssim": floor.get("ms_ssim"),
+            "kid_mean": floor.get("kid", floor.get("kid_mean")), "kid_se": floor.get("kid_se"),
+            **{k: floor.get(k) for k in ("fd_infinity", "precision", "recall", "density", "coverage", "ms_ssim")},
             "extractor": extractor_id(holders[0].fidelity)}]
     return out
 
 
 def _fid_reduction(rows: list[dict], fid_reference: str) -> None:
-    """100 * (FID_ref - FID) / FID_ref against ``fid_reference`` in the same group and level (same extractor)."""
+    """The paper's "FID reduction %" where it is well defined: against ``fid_reference`` of the same run and level
+    (same held-out reference and extractor), floor-corrected, with a paired bootstrap CI
+    (``fidelity.floor_corrected_reduction``); blank elsewhere."""
+    from foscu_bench.metrics.fidelity import floor_corrected_reduction
+
     for row in rows:
-        reference = next((r["fid"] for r in rows if r["generator"] == fid_reference and r["fid"]
-                          and r["n_real"] == row["n_real"]), None)
-        if reference and row["fid"] is not None and row["generator"] != REFERENCE:
-            row["fid_reduction_pct"] = 100.0 * (reference - row["fid"]) / reference
+        reference = next((r for r in rows if r["generator"] == fid_reference and r["run_id"] == row["run_id"]
+                          and r["n_real"] == row["n_real"] and r.get("_fidelity")), None)
+        if reference is None or row is reference or not row.get("_fidelity"):
+            continue
+        fid, floor = row["_fidelity"]
+        reduction = floor_corrected_reduction(fid, reference["_fidelity"][0], floor)
+        if reduction is not None:
+            row.update(fid_reduction_pct=reduction["pct"], fid_reduction_ci_low=reduction["ci_low"],
+                       fid_reduction_ci_high=reduction["ci_high"])
 
 
 def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
@@ -173,6 +199,27 @@ def _fid(row: dict) -> str:
     return text + (f" ({row['fid_floor']:.2f})" if row["fid"] is not None and row["fid_floor"] is not None else "")
 
 
+def _with_ci(key: str, spec: str) -> Callable[[dict], str]:
+    """``value [low, high]`` from ``key``, ``key_ci_low``, ``key_ci_high``; blank where not measured."""
+    return lambda row: "" if row.get(key) is None else (
+        f"{row[key]:{spec}} [{row[f'{key}_ci_low']:{spec}}, {row[f'{key}_ci_high']:{spec}}]")
+
+
+def _kid(row: dict) -> str:
+    text = _num(row["kid_mean"], ".4f")
+    return text + (f" ± {row['kid_se']:.4f}" if text and row.get("kid_se") is not None else "")
+
+
+def _prdc(row: dict) -> str:
+    return "" if row.get("precision") is None else f"{row['precision']:.2f} / {row['coverage']:.2f}"
+
+
+def _near_copies(row: dict) -> str:
+    if row.get("near_copy_fraction") is None:
+        return ""
+    return f"{100 * row['near_copy_fraction']:.0f}%" + (" (!)" if row["near_copy_p"] < 0.01 else "")
+
+
 @dataclass(frozen=True)
 class DisplayColumn:
     header: str
@@ -206,9 +253,15 @@ def display_columns() -> list[DisplayColumn]:
         ]
     return columns + [
         DisplayColumn("FID (real floor)", "FID", _fid),
-        DisplayColumn("FID Δ%", None, lambda r: _num(r["fid_reduction_pct"], "+.1f")),
-        DisplayColumn("KID", "KID", lambda r: _num(r["kid_mean"], ".4f")),
+        DisplayColumn("FID − floor [95% CI]", "FID$-$floor", _with_ci("fid_excess", "+.2f")),
+        DisplayColumn("FID Δ% [95% CI]", None, _with_ci("fid_reduction_pct", "+.1f")),
+        DisplayColumn("FD∞", None, lambda r: _num(r.get("fd_infinity"), ".2f")),
+        DisplayColumn("KID ± SE", "KID", _kid),
+        DisplayColumn("precision / coverage", None, _prdc),
         DisplayColumn("MS-SSIM", "MS-SSIM", lambda r: _num(r["ms_ssim"], ".3f")),
+        DisplayColumn("near-copies", None, _near_copies),
+        DisplayColumn("consistency (real)", "Consist.", lambda r: "" if r.get("consistency") is None else
+                      f"{r['consistency']:.3f} ({r['consistency_ceiling']:.3f})"),
         DisplayColumn("fit (s)", "Fit (s)", lambda r: _num(r["fit_seconds"], ".0f")),
         DisplayColumn("s / volume", "s/vol", lambda r: _num(r["sample_seconds_per_volume"], ".2f")),
         DisplayColumn("seeds", None, lambda r: str(r["n_seeds"])),
@@ -228,9 +281,24 @@ def _footnote(rows: list[dict]) -> str:
     runs = sorted({row["run_id"] for row in rows})
     family = max((row["holm_family_size"] or 0) for row in rows if row.get("kind") not in ("control", "reference")) \
         if any(row.get("kind") not in ("control", "reference") for row in rows) else 0
+    extractors = sorted({row["extractor"] for row in rows if row.get("extractor")})
+    mixed = (f" Fidelity columns compare only rows of one extractor; this group has {', '.join(extractors)} "
+             f"(see the CSV's extractor column)." if len(extractors) > 1 else "")
     return (f"Comparability key `{rows[0]['comparability_key']}` ({rows[0]['dataset']} / {rows[0]['profile']}); "
             f"Holm family: the {family} generator(s) of this group at each level (controls: their own family). "
-            f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.")
+            f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.{mixed}")
+
+
+def _validity_section(group: list[dict]) -> list[str]:
+    """The metric-validity table of a group, where its rows carry schema-4 fidelity (``validity``)."""
+    from foscu_bench.validity import metric_validity, validity_markdown
+
+    entries = metric_validity(group)
+    if not any(e["spearman"] is not None for e in entries):
+        return []
+    return ["Which fidelity metric predicts usefulness: Spearman rank correlation of each metric with the Dice delta "
+            "over the group's generators and controls at every real-data level (one row each).", "",
+            validity_markdown(entries), ""]
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -240,13 +308,20 @@ def to_markdown(rows: list[dict]) -> str:
         out += ["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
         out += ["| " + " | ".join(c.cell(row) for c in columns) + " |" for row in group]
         out += ["", _footnote(group), ""]
+        out += _validity_section(group)
     out += [
         "Δ: real+synthetic minus real-only at the same number of real training cases, per test case averaged over "
         "seeds (Dice in points, x100); 95% CI and p: t-test of a crossed random-effects model (test cases and "
         "trainings random, Satterthwaite df), Holm-corrected across the generators of the group (controls apart). "
         "Worth in real cases: where the real-only learning curve reaches the augmented Dice (log-linear "
-        "interpolation, bootstrap CI; '>N' beyond the largest level measured). FID in brackets: real-vs-real floor "
-        "at the same sample size; FID Δ%: reduction against the reference generator of the same group and level.",
+        "interpolation, bootstrap CI; '>N' beyond the largest level measured). Fidelity against held-out real "
+        "volumes only (never a training case): FID in brackets: held-out-vs-held-out floor at the same n; FID − "
+        "floor and KID ± SE: paired bootstrap over volumes (runs with fidelity schema 4); FD∞: FID extrapolated to "
+        "infinite n (Chong & Forsyth 2020); precision / coverage: Naeem et al. 2020 (k = 5); FID Δ%: floor-corrected "
+        "reduction against the reference generator of the same run and level, with its CI; near-copies: synthetic "
+        "volumes closer to a training volume than any held-out volume is, (!) where more than chance (p < 0.01); "
+        "consistency: liver Dice of a real-data U-Net on the synthetic images against their labels (in brackets: "
+        "the same U-Net on held-out real volumes).",
     ]
     return "\n".join(out) + "\n"
 
@@ -275,9 +350,10 @@ def to_latex(rows: list[dict]) -> str:
                            for i, c in enumerate(columns)) + r" \\" for row in group]
         caption = (r"Liver segmentation with real+synthetic training against real-only ("
                    + _latex_escape(f"{group[0]['dataset']} / {group[0]['profile']}")
-                   + r"). $\Delta$ over held-out cases, seed-averaged; CI by two-level bootstrap; Wilcoxon "
-                     r"signed-rank $p$, Holm-corrected over the group's generators. FID in brackets: real-vs-real "
-                     r"floor. Comparability key \texttt{" + group[0]["comparability_key"] + "}.")
+                   + r"). $\Delta$ over held-out cases, seed-averaged; CI and $p$ from a crossed random-effects "
+                     r"model (test cases and trainings random), Holm-corrected over the group's generators. FID in "
+                     r"brackets: held-out floor; FID$-$floor with its paired bootstrap CI. Comparability key "
+                     r"\texttt{" + group[0]["comparability_key"] + "}.")
         tables.append("\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + caption + "}",
                                  r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
                                  " & ".join(c.latex for c in columns) + r" \\", r"\midrule", *body, r"\bottomrule",
@@ -286,7 +362,11 @@ def to_latex(rows: list[dict]) -> str:
 
 
 def to_json(rows: list[dict]) -> str:
-    return json.dumps({"schema_version": 2, "columns": data_columns(), "rows": rows}, indent=2, sort_keys=True) + "\n"
+    from foscu_bench.validity import metric_validity
+
+    validity = {group[0]["comparability_key"]: metric_validity(group) for group in _groups(rows)}
+    return json.dumps(json_safe({"schema_version": 3, "columns": data_columns(), "rows": rows,
+                                 "metric_validity": validity}), indent=2, sort_keys=True) + "\n"
 
 
 RENDERERS = {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

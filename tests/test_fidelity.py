@@ -7,8 +7,9 @@ import pytest
 from scipy import linalg, ndimage
 
 from foscu_bench.metrics.features import FeatureWeightsError, get_extractor
-from foscu_bench.metrics.fidelity import (fidelity_report, frechet_distance, kernel_inception_distance,
-                                          mmd2_unbiased, split_halves)
+from foscu_bench.metrics.fidelity import (bootstrap_indices, difference_interval, fd_infinity, fidelity_report,
+                                          floor_corrected_reduction, frechet_distance, kernel_inception_distance,
+                                          kid_replicates, memorisation, mmd2_unbiased, prdc, split_halves)
 
 
 def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,21 +59,17 @@ def tiny_real_images(tmp_path_factory):
     import os
 
     from foscu_bench.data.dataset import open_dataset
-    from foscu_bench.data.splits import split_dataset
-
     os.environ["FOSCU_BENCH_CACHE"] = str(tmp_path_factory.mktemp("fidelity-cache"))
-    ds = open_dataset("phantom", profile="tiny")
-    split = split_dataset(ds, 0)
-    train = np.stack([p.image for p in ds.pairs(split.train)])
-    extractor = get_extractor("foscu-ae3d", train_images=train, cache_key="tiny-phantom-test", seed=0)
-    return np.stack([p.image for p in ds.pairs()]), extractor
+    ds = open_dataset("phantom", profile="tiny", phantom_options={"n_cases": 24})
+    return np.stack([p.image for p in ds.pairs()]), get_extractor("foscu-ae3d-corpus")
 
 
 def _shuffle_slices(volumes: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return volumes
     order = np.arange(volumes.shape[-1])
-    order[:k] = np.roll(order[:k], k // 2)  # the first k axial slices out of order, none in place
+    cycle = np.random.default_rng(0).permutation(k)  # one k-cycle through random slices: none stays in place
+    order[cycle[(np.arange(k) + 1) % k]] = cycle  # (a circular shift would keep most neighbours together)
     return volumes[..., order]
 
 
@@ -100,15 +97,107 @@ def test_fid_and_kid_grow_with_degradation_for_the_default_extractor(tiny_real_i
 
 def test_fidelity_report_puts_the_floor_beside_the_generator(tiny_real_images):
     images, extractor = tiny_real_images
-    half_a, _ = split_halves(len(images), seed=0)  # "synthetic" = degraded copies of the floor's half A
-    noisy = np.clip(images[half_a] + np.random.default_rng(3).normal(0, 0.15, images[half_a].shape), 0, 1)
-    report = fidelity_report(noisy.astype(np.float32), images, extractor, seed=0, n_boot=30, ms_ssim_pairs=8)
+    held_out, train = images[:16], images[16:]
+    half_a, _ = split_halves(len(held_out), seed=0)  # "synthetic" = degraded copies of the floor's half A
+    noisy = np.clip(held_out[half_a] + np.random.default_rng(3).normal(0, 0.15, held_out[half_a].shape), 0, 1)
+    report = fidelity_report(noisy.astype(np.float32), held_out, extractor, seed=0, n_boot=30, ms_ssim_pairs=8,
+                             train_images=train)
     generator, floor = report["generator"], report["real_vs_real"]
-    assert generator["n_real"] == generator["n_synthetic"] == floor["n_real"] == report["n_per_set"] == 6
+    assert generator["n_real"] == generator["n_synthetic"] == floor["n_real"] == report["n_per_set"] == 8
     assert generator["fid"] > floor["fid"]
     assert generator["fid_ci_low"] <= generator["fid"] <= generator["fid_ci_high"]
+    excess = generator["excess_over_floor"]["fid"]
+    assert excess["difference"] == pytest.approx(generator["fid"] - floor["fid"])
+    assert excess["difference"] > 0 and excess["ci_low"] <= excess["difference"] <= excess["ci_high"]
+    assert generator["kid_se"] > 0 and len(generator["replicates"]["fid"]) == 30
     assert report["warning"] and "small-sample" in report["warning"]
     assert 0 < generator["ms_ssim"] <= 1 and 0 < floor["ms_ssim"] <= 1
+    assert 0 <= generator["precision"] <= 1 and 0 <= generator["coverage"] <= 1
+    assert report["memorisation"]["n_train"] == len(train)
+
+
+def test_kid_bootstrap_standard_error_matches_the_spread_of_independent_estimates():
+    rng = np.random.default_rng(4)
+    draw = lambda n, shift: rng.normal(shift, 1.0, size=(n, 6))  # noqa: E731
+    estimates = [mmd2_unbiased(draw(40, 0.0), draw(40, 0.4)) for _ in range(400)]
+    x, y = draw(40, 0.0), draw(40, 0.4)
+    reps = kid_replicates(x, y, bootstrap_indices(40, 400, 0, 1), bootstrap_indices(40, 400, 0, 2))
+    assert np.std(reps) == pytest.approx(np.std(estimates), rel=0.35)
+    # leaving out the pairs of a volume with its own duplicate keeps the replicates unbiased (a naive bootstrap of
+    # the U-statistic counts k(x_i, x_i) as an off-diagonal pair and is biased upwards)
+    z = draw(40, 0.0)
+    same = kid_replicates(x, z, bootstrap_indices(40, 400, 0, 1), bootstrap_indices(40, 400, 0, 2))
+    assert abs(np.mean(same) - mmd2_unbiased(x, z)) < 0.25 * np.std(same)
+
+
+def test_fd_infinity_removes_most_of_the_small_sample_bias():
+    """Gaussian features, d = 16, n = 80, means 0.3 apart in every dimension: the true FD is 16 * 0.09 = 1.44."""
+    fids, extrapolated = [], []
+    for trial in range(6):
+        rng = np.random.default_rng(trial)
+        a, b = rng.normal(size=(80, 16)), rng.normal(0.3, 1.0, size=(80, 16))
+        fids.append(frechet_distance(a, b))
+        extrapolated.append(fd_infinity(a, b, seed=trial)["fd_infinity"])
+    assert np.mean(fids) - 1.44 > 1.5  # FID at n = 80 more than doubles the true distance
+    assert abs(np.mean(extrapolated) - 1.44) < 0.5, extrapolated
+
+
+def brute_force_prdc(real, fake, k):
+    """Naeem et al. 2020, Eqs. 3-6, written from the paper with explicit loops."""
+    def radius(x):
+        return np.array([np.sort(np.linalg.norm(x - p, axis=1))[k] for p in x])  # k-th neighbour, self excluded
+
+    r_real, r_fake = radius(real), radius(fake)
+    d = np.linalg.norm(real[:, None] - fake[None], axis=2)
+    precision = np.mean([(d[:, j] <= r_real).any() for j in range(len(fake))])
+    recall = np.mean([(d[i] <= r_fake).any() for i in range(len(real))])
+    density = np.mean([(d[:, j] <= r_real).sum() for j in range(len(fake))]) / k
+    coverage = np.mean([(d[i] <= r_real[i]).any() for i in range(len(real))])
+    return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+def test_prdc_matches_the_paper_definitions():
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(50, 5)), rng.normal(0.7, 0.6, size=(45, 5))
+    ours, truth = prdc(real, fake, k=5), brute_force_prdc(real, fake, 5)
+    assert ours == pytest.approx(truth, abs=1e-9)
+    assert prdc(real, real + 1e-6, k=5)["coverage"] == pytest.approx(1.0)
+
+
+def test_memorisation_flags_copies_of_training_volumes_and_not_new_patients():
+    rng = np.random.default_rng(7)
+    train, held_out = rng.normal(size=(30, 8)), rng.normal(size=(100, 8))
+    copies = memorisation(train[rng.integers(30, size=40)] + rng.normal(0, 0.02, (40, 8)), train, held_out)
+    fresh = memorisation(rng.normal(size=(40, 8)), train, held_out)
+    assert copies["near_copy_fraction"] == 1.0 and copies["p_value"] < 1e-10 and copies["distance_ratio"] < 0.1
+    assert fresh["near_copies"] <= 2 and fresh["p_value"] > 0.01 and 0.7 < fresh["distance_ratio"] < 1.4
+    names = [f"case_{i}" for i in range(30)]
+    listed = memorisation(train[:3] + 1e-3, train, held_out, names)["closest"]
+    assert {c["nearest_train_case"] for c in listed} == {"case_0", "case_1", "case_2"}
+
+
+def test_paired_differences_share_the_reference_resampling():
+    rng = np.random.default_rng(8)
+    reference = rng.normal(size=(60, 6))
+    g1, g2 = rng.normal(0.3, 1, size=(60, 6)), rng.normal(0.5, 1, size=(60, 6))
+    ref_index = bootstrap_indices(60, 200, 0, 99)
+    from foscu_bench.metrics.fidelity import fid_replicates, interval
+
+    reps = {name: fid_replicates(g, reference, bootstrap_indices(60, 200, 0, k), ref_index)
+            for k, (name, g) in enumerate((("g1", g1), ("g2", g2)), start=1)}
+    points = {"g1": frechet_distance(g1, reference), "g2": frechet_distance(g2, reference)}
+    paired = difference_interval(points["g2"], reps["g2"], points["g1"], reps["g1"])
+    assert paired["difference"] == pytest.approx(points["g2"] - points["g1"])
+    assert paired["ci_low"] <= paired["difference"] <= paired["ci_high"]
+    low, high = interval(points["g1"], reps["g1"])
+    assert low <= points["g1"] <= high
+    floor = {"fid": 0.5, "replicates": {"fid": list(np.full(200, 0.5))}}
+    reduction = floor_corrected_reduction({"fid": points["g1"], "replicates": {"fid": list(reps["g1"])}},
+                                          {"fid": points["g2"], "replicates": {"fid": list(reps["g2"])}}, floor)
+    assert reduction["pct"] == pytest.approx(100 * (1 - (points["g1"] - 0.5) / (points["g2"] - 0.5)))
+    assert reduction["ci_low"] <= reduction["pct"] <= reduction["ci_high"]
+    with pytest.raises(ValueError, match="do not pair up"):
+        difference_interval(1.0, [1.0, 2.0], 0.5, [1.0])
 
 
 def test_medicalnet_weights_load_from_a_local_file(tmp_path, monkeypatch):

@@ -262,11 +262,19 @@ def test_fidelity_json_carries_the_floor_beside_each_generator(finished_run):
     run_dir, _ = finished_run
     fidelity = json.loads((run_dir / "fidelity.json").read_text())
     entry, floor = fidelity["generators"]["classic-aug"], fidelity["real_vs_real"]
-    for key in ("fid", "kid_mean", "kid_std", "mmd", "ms_ssim", "n_real", "n_synthetic", "extractor"):
+    for key in ("fid", "fd_infinity", "kid", "kid_se", "mmd", "precision", "recall", "density", "coverage",
+                "ms_ssim", "n_real", "n_synthetic", "extractor", "excess_over_floor", "memorisation", "consistency"):
         assert entry[key] is not None, key
-    assert floor["fid"] is not None and floor["kid_mean"] is not None
-    assert entry["n_real"] == entry["n_synthetic"] == floor["n_real"] == fidelity["n_per_set"]
-    assert fidelity["extractor"]["name"] == "foscu-ae3d" and fidelity["extractor"]["trained_on"]
+    assert floor["fid"] is not None and floor["kid"] is not None
+    assert entry["n_real"] == entry["n_synthetic"] == floor["n_real"] == fidelity["n_per_set"] == 8  # tiny
+    assert fidelity["extractor"]["name"] == "foscu-ae3d-corpus" and fidelity["extractor"]["weights_sha256"]
+    # the reference holds held-out cases only: none of the run's training cases, none of the dataset's own ids twice
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert not set(fidelity["held_out_ids"]) & set(manifest["split"]["train"])
+    assert len(fidelity["held_out_ids"]) == 16 and set(manifest["split"]["test"]) <= set(fidelity["held_out_ids"])
+    consistency = entry["consistency"]
+    assert 0 < consistency["synthetic"]["mean"] <= 1 and consistency["real_ceiling"]["n"] == 8
+    assert len(entry["replicates"]["fid"]) == len(floor["replicates"]["fid"]) == fidelity["bootstrap"]
 
 
 def test_figures_are_written_as_png_and_pdf(finished_run, tmp_path, monkeypatch):
@@ -280,6 +288,7 @@ def test_figures_are_written_as_png_and_pdf(finished_run, tmp_path, monkeypatch)
     per_run = {f"{kind}_{run_dir.name}" for kind in ("fig1_generated", "fig4_label_real_synthetic", "fidelity",
                                                       "loss_curves")}
     per_group = {f"{kind}_{key}" for kind in ("dice_distributions", "dice_vs_n_synthetic")}
+    # one generator at one level: too few rows for the metric-validity figure
     assert {p.stem for p in tmp_path.glob("*.png")} == per_run | per_group
     for png in tmp_path.glob("*.png"):
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 2000
@@ -312,3 +321,28 @@ def test_small_synthetic_dose_samples_the_rest_for_fidelity(tmp_path, monkeypatc
     needed = fidelity["n_per_set"]
     assert record["sampled_for_fidelity"] == needed - 4 > 0
     assert fidelity["generators"]["classic-aug"]["n_synthetic"] == needed
+
+
+def test_fidelity_is_recomputed_for_a_finished_run_without_touching_its_unets(finished_run, tmp_path, monkeypatch):
+    """A run committed without volumes or step records (leaderboards/runs) gets its fidelity.json recomputed:
+    the generator comes from the fit cache, samples its fidelity volumes anew, metrics and stats stay as they were."""
+    import shutil
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    copy = tmp_path / "runs" / run_dir.name
+    copy.mkdir(parents=True)
+    for name in ("manifest.json", "metrics.csv", "stats.json", "fidelity.json"):
+        shutil.copy(run_dir / name, copy / name)
+    before = {name: (copy / name).read_bytes() for name in ("metrics.csv", "stats.json")}
+    main(["fidelity", str(copy)])
+    fidelity = json.loads((copy / "fidelity.json").read_text())
+    original = json.loads((run_dir / "fidelity.json").read_text())
+    entry = fidelity["generators"]["classic-aug"]
+    assert entry["n_synthetic"] == original["generators"]["classic-aug"]["n_synthetic"]
+    record = json.loads(next((copy / "steps").glob("fidelity--classic-aug*.json")).read_text())
+    assert record["sampled_for_fidelity"] == fidelity["n_per_set"]  # no stored volumes: all sampled anew
+    assert fidelity["real_vs_real"] == original["real_vs_real"]  # same held-out reference, same floor
+    assert {name: (copy / name).read_bytes() for name in before} == before
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["invocations"][-1]["fidelity_only"] and manifest["invocations"][-1]["steps_run"] == 1

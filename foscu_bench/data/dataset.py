@@ -24,6 +24,8 @@ class Dataset:
     def __init__(self, source: DatasetSource, label_map: LabelMap, profile: Profile, name: str) -> None:
         self.source, self.label_map, self.profile, self.name = source, label_map, profile, name
         self._records = {r.case_id: r for r in source.records()}
+        self._extra: dict[str, CaseRecord] = {}
+        """Held-out reference patients (phantom only): loadable like cases, outside the dataset's identity."""
         self._keys: dict[str, str] = {}
 
     @property
@@ -32,9 +34,19 @@ class Dataset:
 
     def record(self, case_id: str) -> CaseRecord:
         try:
-            return self._records[case_id]
+            return self._records[case_id] if case_id in self._records else self._extra[case_id]
         except KeyError:
             raise ConfigError(f"dataset {self.name!r} has no case {case_id!r}") from None
+
+    def reference_case_ids(self, count: int) -> list[str]:
+        """Ids of ``count`` fresh held-out patients where the source can make them (the phantom), else none.
+        They never enter ``case_ids``, the fingerprint or the split: they are for the fidelity reference only."""
+        make = getattr(self.source, "reference_records", None)
+        if make is None or count <= 0:
+            return []
+        records = make(count)
+        self._extra.update({r.case_id: r for r in records})
+        return [r.case_id for r in records]
 
     def raw_case(self, case_id: str) -> RawCase:
         return self.source.load(self.record(case_id))

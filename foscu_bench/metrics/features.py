@@ -67,7 +67,8 @@ class ExtractorSpec:
 
 
 EXTRACTORS: dict[str, ExtractorSpec] = {}
-DEFAULT_EXTRACTOR = "foscu-ae3d"
+DEFAULT_EXTRACTOR = "foscu-ae3d-corpus"
+TRAIN_SPLIT_EXTRACTOR = "foscu-ae3d"
 
 
 def register_extractor(spec: ExtractorSpec) -> ExtractorSpec:
@@ -239,7 +240,7 @@ def build_autoencoder():
                        num_res_units=0, norm=None, act="LEAKYRELU")
 
 
-def train_autoencoder(images: np.ndarray, seed: int, iterations: int, device: str = "cpu"):
+def train_autoencoder(images: np.ndarray, seed: int, iterations: int, device: str = "cpu", batch_size: int = 4):
     """Reconstruction (L1 + MSE) of whole training volumes in random mini-batches (no crops, no flips); deterministic
     on CPU."""
     import torch
@@ -249,7 +250,7 @@ def train_autoencoder(images: np.ndarray, seed: int, iterations: int, device: st
     network = build_autoencoder().to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=2e-3)
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))
-    batch = min(4, len(data))
+    batch = min(batch_size, len(data))
     for _ in range(iterations):
         x = data[torch.from_numpy(rng.integers(len(data), size=batch))].to(device)
         optimiser.zero_grad(set_to_none=True)
@@ -282,12 +283,12 @@ def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 
 
     iterations = iterations or (300 if min(train_images.shape[2:]) <= 16 else 600)
     key = json_hash({"data": cache_key, "seed": seed, "iterations": iterations, "version": AE_VERSION})
-    directory = cache_root() / "extractors" / DEFAULT_EXTRACTOR / key
+    directory = cache_root() / "extractors" / TRAIN_SPLIT_EXTRACTOR / key
     with exclusive_lock(directory.parent / f"{key}.lock", wait=True):
         if not (directory / "config.json").is_file():
             network, loss = train_autoencoder(train_images, seed, iterations, "cpu")
             save_checkpoint(directory, {f"network.{k}": v for k, v in network.state_dict().items()},
-                            {"extractor": DEFAULT_EXTRACTOR, "final_loss": loss, "iterations": iterations,
+                            {"extractor": TRAIN_SPLIT_EXTRACTOR, "final_loss": loss, "iterations": iterations,
                              "seed": seed, "n_train": int(len(train_images))})
     arrays, config = load_checkpoint(directory)
     network = build_autoencoder()
@@ -298,13 +299,47 @@ def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 
     def embed(volumes: np.ndarray) -> dict[str, np.ndarray]:
         return {"volume": moment_features(encoder, torch.from_numpy(volumes).to(device)).cpu().numpy()}
 
-    return Extractor(DEFAULT_EXTRACTOR, embed, {
+    return Extractor(TRAIN_SPLIT_EXTRACTOR, embed, {
         "trained_on": "real training split", "train_cache_key": cache_key, "seed": seed, "iterations": iterations,
         "final_reconstruction_loss": config["final_loss"], "checkpoint": key,
         "features": f"mean+sd per channel of encoder levels {AE_CHANNELS}"})
 
 
-register_extractor(ExtractorSpec(DEFAULT_EXTRACTOR, "3D autoencoder trained on the real training split (offline)",
+def corpus_extractor(weights: str | None = None, device: str = "cpu") -> Extractor:
+    """The shipped autoencoder trained on a separate phantom corpus (``metrics/corpus.py``); ``weights`` may name
+    another checkpoint directory made by the same recipe."""
+    import torch
+
+    from foscu_bench.checkpoint import load_checkpoint, load_module_state
+    from foscu_bench.metrics.corpus import CORPUS_EXTRACTOR, SHIPPED, project
+
+    directory = Path(weights).expanduser() if weights else SHIPPED
+    arrays, config = load_checkpoint(directory)
+    network = build_autoencoder()
+    load_module_state(network, arrays, "network")
+    encoder = list(network.to(device).eval().encode)
+    projection = {k.removeprefix("projection."): v.astype(np.float64) for k, v in arrays.items()
+                  if k.startswith("projection.")}
+
+    @torch.no_grad()
+    def embed(volumes: np.ndarray) -> dict[str, np.ndarray]:
+        moments = moment_features(encoder, torch.from_numpy(volumes).to(device)).cpu().numpy().astype(np.float64)
+        return {"volume": project(moments, projection)}
+
+    return Extractor(CORPUS_EXTRACTOR, embed, {
+        "trained_on": f"separate phantom corpus ({config['recipe']['n_cases']} patients, "
+                      f"{'/'.join(config['recipe']['weightings'])}, own random stream)",
+        "weights": str(directory), "weights_sha256": file_sha256(directory / "tensors.safetensors"),
+        "recipe": config["recipe"], "final_reconstruction_loss": config["final_loss"],
+        "features": f"mean+sd per channel of encoder levels {AE_CHANNELS}, standardised, projected on the corpus' "
+                    f"{len(projection['components'])} leading principal axes "
+                    f"({100 * config['explained_variance_total']:.1f}% of the variance)"})
+
+
+register_extractor(ExtractorSpec("foscu-ae3d-corpus", "3D autoencoder trained on a separate phantom corpus, shipped "
+                                 "(offline default)", corpus_extractor))
+register_extractor(ExtractorSpec(TRAIN_SPLIT_EXTRACTOR, "3D autoencoder trained on the level's real training cases "
+                                 "(offline; learns from the cases memorisation is judged against)",
                                  autoencoder_extractor, needs_training_data=True))
 register_extractor(ExtractorSpec("medicalnet-resnet10", "MedicalNet 3D ResNet-10 (Med3D weights)",
                                  lambda weights=None, device="cpu": medicalnet_extractor(10, weights, device)))

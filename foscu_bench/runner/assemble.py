@@ -19,9 +19,19 @@ def assemble(ctx) -> None:
     atomic_write_json(ctx.layout.fidelity, fidelity_document(ctx))
 
 
-FIDELITY_KEYS = ("fid", "fid_ci_low", "fid_ci_high", "kid_mean", "kid_std", "mmd", "ms_ssim",
-                 "ms_ssim_synthetic_real", "n_real", "n_synthetic")
-FLOOR_KEYS = ("fid", "fid_ci_low", "fid_ci_high", "kid_mean", "kid_std", "mmd", "ms_ssim", "n_real", "n_synthetic")
+SET_KEYS = ("fid", "fid_ci_low", "fid_ci_high", "fd_infinity", "kid", "kid_se", "kid_ci", "kid_mean", "kid_std",
+            "mmd", "precision", "recall", "density", "coverage", "ms_ssim", "n_real", "n_synthetic", "per_view")
+GENERATOR_KEYS = SET_KEYS + ("ms_ssim_synthetic_real", "excess_over_floor")
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [float(f"{v:.6g}") for v in values]
+
+
+def _set_entry(scores: dict, keys: tuple[str, ...]) -> dict:
+    entry = {key: scores[key] for key in keys if key in scores}
+    entry["replicates"] = {k: _rounded(v) for k, v in scores.get("replicates", {}).items()}
+    return entry
 
 
 def _fidelity_level(records: dict) -> dict:
@@ -29,26 +39,32 @@ def _fidelity_level(records: dict) -> dict:
     generators = {}
     for name, record in records.items():
         report = record["report"]
-        scores = report["generator"]
-        generators[name] = {key: scores[key] for key in FIDELITY_KEYS}
+        generators[name] = _set_entry(report["generator"], GENERATOR_KEYS)
         generators[name].update(extractor=record["extractor"]["name"], warning=report["warning"],
-                                per_view=scores["per_view"])
-    floor = first["report"]["real_vs_real"]
-    return {"extractor": first["extractor"], "real_vs_real": {k: floor[k] for k in FLOOR_KEYS},
-            "n_per_set": first["report"]["n_per_set"], "feature_dim": first["report"]["feature_dim"],
-            "ms_ssim_settings": first["report"]["ms_ssim_settings"], "generators": generators}
+                                sampled_for_fidelity=record.get("sampled_for_fidelity", 0))
+        for extra in ("memorisation", "consistency"):
+            if extra in report:
+                generators[name][extra] = report[extra]
+    report = first["report"]
+    return {"extractor": first["extractor"], "real_vs_real": _set_entry(report["real_vs_real"], SET_KEYS),
+            "n_per_set": report["n_per_set"], "feature_dim": report["feature_dim"], "bootstrap": report["bootstrap"],
+            "held_out_ids": first["held_out_ids"], "ms_ssim_settings": report["ms_ssim_settings"],
+            "generators": generators}
 
 
 def fidelity_document(ctx) -> dict:
-    """fidelity.json: per generator (DESIGN schema keys first) and the real-vs-real floor, one extractor per
-    real-data level (it learns from that level's cases only). Top-level keys: the largest level; ``levels``: all."""
+    """fidelity.json: per generator (DESIGN schema keys first) and the held-out floor per real-data level.
+    Top-level keys: the largest level; ``levels``: all."""
     by_level: dict = {}
     for s in steps(ctx):
         if s.kind == "fidelity":
             by_level.setdefault((ctx.n_train(s.n_real), s.draw), {})[s.generator] = step_record(ctx, s)
     documents = {f"n-{n}-draw-{d}": _fidelity_level(records) for (n, d), records in sorted(by_level.items())}
     largest = _fidelity_level(by_level[max(by_level)])
-    return json_safe({"schema_version": 3, **largest,
-                      "protocol": "real volumes split into seeded halves A/B; B is the reference; floor = A vs B; "
-                                  "each generator's first |A| volumes (seeds in order) vs B",
+    return json_safe({"schema_version": 4, **largest,
+                      "protocol": "held-out real volumes (validation, test and on the phantom fresh reference "
+                                  "patients; never a training case) split into seeded halves A/B; B is the "
+                                  "reference; floor = A vs B; each generator's first |A| volumes (seeds in order, "
+                                  "topped up by sampling) vs B; bootstrap replicates share the reference's "
+                                  "resampling, so differences between sets are paired",
                       "levels": documents if len(documents) > 1 else {}})

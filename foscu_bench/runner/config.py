@@ -27,7 +27,7 @@ class RunConfig:
     """Also train a synthetic-only arm per generator."""
     split_seed: int = 0
     fit_seed: int = 0
-    extractor: str = "foscu-ae3d"
+    extractor: str = "foscu-ae3d-corpus"
     """Feature extractor of the fidelity metrics (not part of the run's identity: changing it redoes fidelity only)."""
     extractor_weights: str | None = None
     controls: bool = True

@@ -67,12 +67,36 @@ class RunContext:
     def n_train(self, n_real: int | None) -> int:
         return len(self.split.train) if n_real is None else n_real
 
+    def held_out_ids(self) -> list[str]:
+        """The fidelity pool: real volumes no generator, feature extractor or U-Net ever trained on.
+
+        Validation and test cases first; where they are fewer than twice the fidelity sample size (the floor needs
+        two disjoint held-out sets of n) and the source makes patients (the phantom), fresh reference patients
+        from their own stream fill the pool. Raises ``LeakageError`` if any training case got in.
+        """
+        from foscu_bench.data.splits import LeakageError
+        from foscu_bench.metrics.fidelity import fidelity_volumes
+
+        if "held_out_ids" not in self.memo:
+            target = 2 * fidelity_volumes(self.profile.name)
+            pool = sorted(self.split.val) + sorted(self.split.test)
+            pool = pool[:target] + self.dataset.reference_case_ids(target - len(pool))
+            leaked = set(pool) & set(self.split.train)
+            if leaked:
+                raise LeakageError(f"fidelity reference holds training cases {sorted(leaked)[:5]}")
+            self.memo["held_out_ids"] = pool
+        return self.memo["held_out_ids"]
+
     # -- data ------------------------------------------------------------------------------------------
     def pairs(self, which: str, n_real: int | None = None, draw: int = 0) -> list[Pair]:
-        """``train`` (of a level), ``test``, ``val`` or ``all`` real pairs, loaded once per process."""
-        ids = {"train": None, "test": self.split.test, "val": self.split.val, "all": self.dataset.case_ids}[which]
+        """``train`` (of a level), ``test``, ``val``, ``held_out`` (the fidelity pool) or ``all`` real pairs,
+        loaded once per process."""
+        ids = {"train": None, "test": self.split.test, "val": self.split.val, "all": self.dataset.case_ids,
+               "held_out": None}[which]
         if which == "train":
             ids = self.train_ids(n_real, draw)
+        elif which == "held_out":
+            ids = self.held_out_ids()
         key = ("pairs", tuple(ids))
         if key not in self.memo:
             missing = [c for c in ids if ("pair", c) not in self.memo]

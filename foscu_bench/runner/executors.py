@@ -111,36 +111,50 @@ FIDELITY_TOP_UP_SEED = 1_000_003
 
 
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:
-    """FID/KID/MMD/MS-SSIM of the generator's synthetic volumes against the real volumes, with the floor."""
-    from foscu_bench.metrics.fidelity import fidelity_report
+    """FID/FD-infinity/KID/PRDC/MS-SSIM, memorisation and image-label consistency of a generator's synthetic
+    volumes against held-out real volumes, beside the held-out-vs-held-out floor at the same n."""
+    from foscu_bench.metrics.fidelity import fidelity_report, split_halves
+    from foscu_bench.runner.consistency import consistency_report
 
     started = time.perf_counter()
-    real = np.stack([p.image for p in ctx.pairs("all")])
-    needed = len(real) // 2
-    synthetic: list[np.ndarray] = []
+    held_out_pairs = ctx.pairs("held_out")
+    held_out = np.stack([p.image for p in held_out_pairs])
+    needed = len(held_out) // 2
+    synthetic = []
     for seed in range(ctx.config.seeds):  # seeds in order until the matched n is reached
-        synthetic += [p.image for p in ctx.synthetic_pairs(step.generator, seed, step.n_real, step.draw)]
+        if ctx.layout.synthetic(step.generator, seed, step.n_real, step.draw).is_file():  # absent in committed runs
+            synthetic += ctx.synthetic_pairs(step.generator, seed, step.n_real, step.draw)
         if len(synthetic) >= needed:
             break
     top_up = max(0, needed - len(synthetic))
-    if top_up:  # a small synthetic dose (--synthetic 8): the generator samples the rest for fidelity only
+    if top_up:  # fewer stored volumes than fidelity needs: the generator samples the rest for fidelity only
         generator = _generator(ctx, step, generators)
-        synthetic += [p.image for p in sample_validated(generator, top_up, FIDELITY_TOP_UP_SEED, ctx.profile.shape)]
+        synthetic += sample_validated(generator, top_up, FIDELITY_TOP_UP_SEED, ctx.profile.shape)
+    synthetic = synthetic[:needed]
+    train = ctx.pairs("train", step.n_real, step.draw)
     extractor = feature_extractor(ctx, step.n_real, step.draw)
     with ctx.reporter.task(f"fidelity {step.generator} ({extractor.name})", None):
-        report = fidelity_report(np.stack(synthetic), real, extractor, seed=ctx.config.split_seed)
+        report = fidelity_report(np.stack([p.image for p in synthetic]), held_out, extractor,
+                                 seed=ctx.config.split_seed, train_images=np.stack([p.image for p in train]),
+                                 train_ids=[p.case_id for p in train])
+        _, half_b = split_halves(len(held_out), ctx.config.split_seed)
+        report["consistency"] = consistency_report(ctx, synthetic, [held_out_pairs[i] for i in half_b],
+                                                   step.n_real, step.draw)
     return {"generator": step.generator, "extractor": {"name": extractor.name, **extractor.provenance},
-            "report": report, "sampled_for_fidelity": top_up, "seconds": time.perf_counter() - started}
+            "report": report, "sampled_for_fidelity": top_up, "held_out_ids": ctx.held_out_ids(),
+            "seconds": time.perf_counter() - started}
 
 
 def feature_extractor(ctx, n_real: int | None = None, draw: int = 0):
-    """The fidelity feature extractor of a level (the offline default is trained on that level's training cases
-    only, and cached)."""
-    from foscu_bench.metrics.features import get_extractor
+    """The run's fidelity feature extractor: the shipped corpus extractor by default (learned from no case of the
+    run); the ``foscu-ae3d`` alternative is trained on the level's training cases only, and cached."""
+    from foscu_bench.metrics.features import EXTRACTORS, get_extractor
 
-    key = ("extractor", n_real, draw)
+    spec = EXTRACTORS.get(ctx.config.extractor)
+    key = ("extractor", n_real, draw) if spec is not None and spec.needs_training_data else ("extractor",)
     if key not in ctx.memo:
-        train = np.stack([p.image for p in ctx.pairs("train", n_real, draw)])
+        train = (np.stack([p.image for p in ctx.pairs("train", n_real, draw)])
+                 if spec is not None and spec.needs_training_data else None)
         ctx.memo[key] = get_extractor(
             ctx.config.extractor, weights=ctx.config.extractor_weights, train_images=train,
             cache_key=json_hash({"dataset": ctx.fingerprint, "train": ctx.train_ids(n_real, draw)}),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from foscu_bench.store import Step, file_sha256
 from foscu_bench.timings import estimate, machine_id, timing_key
 
-STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 3, "fidelity": 2}
+STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 3, "fidelity": 3}
 """Bump one when its step's computation changes: older step files are then redone on resume."""
 
 
