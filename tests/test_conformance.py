@@ -19,6 +19,7 @@ SMALL_SETTINGS = {  # small budgets: the kit checks the contract, not image qual
     "duo-diffusion-real-labels": {"iterations": FAST, "sampling_steps": 2},
     "phantom-oracle": {},
     "mismatched-labels": {},
+    "copy-control": {},
 }
 
 
