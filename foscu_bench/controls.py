@@ -37,6 +37,31 @@ def oracle_seed(sample_seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([ORACLE_STREAM, int(sample_seed), int(index)])
 
 
+def _oracle_patient(config, profile, seed: int, index: int, case_id: str) -> Pair:
+    """One preprocessed oracle patient, from the preprocessed-pair cache when it was made before."""
+    from pathlib import Path
+
+    from foscu_bench.data.cache import cache_key, load_cached_pair, store_cached_pair
+    from foscu_bench.data.label_map import IDENTITY
+    from foscu_bench.data.phantom import generate_case
+    from foscu_bench.data.phantom_source import PHANTOM_VERSION
+    from foscu_bench.data.preprocess import PREPROCESS_VERSION, preprocess_case
+    from foscu_bench.data.volume_io import RawCase
+
+    key = cache_key({"oracle": [ORACLE_STREAM, int(seed), int(index)], "config": config.to_dict(),
+                     "phantom": PHANTOM_VERSION, "shape": profile.shape, "spacing": profile.spacing,
+                     "percentiles": profile.intensity_percentiles, "preprocess": PREPROCESS_VERSION})
+    pair = load_cached_pair(key)
+    if pair is None:
+        case = generate_case(oracle_seed(seed, index), config)
+        raw = RawCase(case_id=case_id, patient_id=case_id, image=case.image, label=case.label, affine=case.affine,
+                      image_path=Path(f"oracle:{case_id}"), label_path=Path(f"oracle:{case_id}"),
+                      meta={"phantom": case.info, "oracle_seed": [ORACLE_STREAM, int(seed), int(index)]})
+        pair = preprocess_case(raw, IDENTITY, profile)
+        store_cached_pair(key, pair)
+    return pair
+
+
 class PhantomOracle(GeneratorBase):
     name = "phantom-oracle"
 
@@ -69,21 +94,13 @@ class PhantomOracle(GeneratorBase):
         return PhantomConfig(**values)
 
     def sample(self, n: int, seed: int) -> Iterator[Pair]:
-        from foscu_bench.data.label_map import IDENTITY
-        from foscu_bench.data.phantom import generate_case
-        from foscu_bench.data.preprocess import preprocess_case
-        from foscu_bench.data.volume_io import RawCase
-        from pathlib import Path
-
+        """Patient i of sample seed s is ``oracle_seed(s, i)`` whatever the level or run, so its preprocessed pair
+        is cached by content like a dataset case (a grid's levels, the fidelity step and later runs share it)."""
         profile = self._require_fitted()
         config = self._phantom()
         for i in range(n):
             case_id = synthetic_case_id(self.name, seed, i)
-            case = generate_case(oracle_seed(seed, i), config)
-            raw = RawCase(case_id=case_id, patient_id=case_id, image=case.image, label=case.label, affine=case.affine,
-                          image_path=Path(f"oracle:{case_id}"), label_path=Path(f"oracle:{case_id}"),
-                          meta={"phantom": case.info, "oracle_seed": [ORACLE_STREAM, int(seed), i]})
-            pair = preprocess_case(raw, IDENTITY, profile)
+            pair = _oracle_patient(config, profile, seed, i, case_id)
             yield make_pair(pair.image, pair.label, profile, case_id, oracle_seed=[ORACLE_STREAM, int(seed), i])
 
     def _tensors(self) -> dict:

@@ -25,7 +25,7 @@ def phantom():
     return ds, TrainingSet.from_dataset(ds, split_dataset(ds, seed=0))
 
 
-def test_oracle_draws_new_patients_disjoint_from_every_dataset_case(phantom):
+def test_oracle_draws_new_patients_disjoint_from_every_dataset_case(phantom, monkeypatch):
     ds, train = phantom
     oracle = G.create("phantom-oracle")
     oracle.fit(train, TINY, seed=0)
@@ -39,8 +39,14 @@ def test_oracle_draws_new_patients_disjoint_from_every_dataset_case(phantom):
     # the same simulator: liver volumes in the dataset's range, same grid
     volumes = [p.liver_volume_ml for p in every_case]
     assert all(0.6 * min(volumes) < p.liver_volume_ml < 1.4 * max(volumes) for p in pairs)
-    again = G.sample_validated(oracle, 4, seed=3, shape=TINY.shape)
-    assert all(np.array_equal(a.image, b.image) for a, b in zip(pairs, again))
+    import foscu_bench.data.phantom as phantom_module
+
+    def no_simulation(*_args, **_kwargs):
+        raise AssertionError("an oracle patient made twice: it is cached like a dataset case")
+
+    monkeypatch.setattr(phantom_module, "generate_case", no_simulation)
+    again = G.sample_validated(oracle, 4, seed=3, shape=TINY.shape)  # same patients, from the preprocessed cache
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(pairs, again))
 
 
 def test_oracle_refuses_a_real_dataset(nnunet_dir):

@@ -335,14 +335,19 @@ def test_fidelity_is_recomputed_for_a_finished_run_without_touching_its_unets(fi
     for name in ("manifest.json", "metrics.csv", "stats.json", "fidelity.json"):
         shutil.copy(run_dir / name, copy / name)
     before = {name: (copy / name).read_bytes() for name in ("metrics.csv", "stats.json")}
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["extractor"] = "foscu-ae3d"  # made with the old default: the recompute uses the current one
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     main(["fidelity", str(copy)])
     fidelity = json.loads((copy / "fidelity.json").read_text())
     original = json.loads((run_dir / "fidelity.json").read_text())
     entry = fidelity["generators"]["classic-aug"]
     assert entry["n_synthetic"] == original["generators"]["classic-aug"]["n_synthetic"]
+    assert fidelity["extractor"]["name"] == "foscu-ae3d-corpus"
     record = json.loads(next((copy / "steps").glob("fidelity--classic-aug*.json")).read_text())
     assert record["sampled_for_fidelity"] == fidelity["n_per_set"]  # no stored volumes: all sampled anew
     assert fidelity["real_vs_real"] == original["real_vs_real"]  # same held-out reference, same floor
     assert {name: (copy / name).read_bytes() for name in before} == before
     manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["config"]["extractor"] == "foscu-ae3d-corpus"
     assert manifest["invocations"][-1]["fidelity_only"] and manifest["invocations"][-1]["steps_run"] == 1

@@ -33,6 +33,7 @@ def recompute_fidelity(run_dir: str | Path, extractor: str | None = None, extrac
     """Compute the run's out-of-date fidelity steps, rewrite fidelity.json; returns the new document."""
     import torch
 
+    from foscu_bench.metrics.features import DEFAULT_EXTRACTOR
     from foscu_bench.results import _read_json
     from foscu_bench.runner.assemble import fidelity_document
     from foscu_bench.runner.context import prepare
@@ -46,7 +47,9 @@ def recompute_fidelity(run_dir: str | Path, extractor: str | None = None, extrac
     if not layout.manifest.is_file():
         raise ConfigError(f"{run_dir}: no manifest.json, not a foscu-bench run directory")
     manifest = _read_json(layout.manifest)
-    config = config_from_manifest(manifest, extractor=extractor, extractor_weights=extractor_weights)
+    # the current protocol's extractor unless one is named: the run's own may be the one being replaced
+    config = config_from_manifest(manifest, extractor=extractor or DEFAULT_EXTRACTOR,
+                                  extractor_weights=extractor_weights)
     ctx = prepare(config, run_dir.parent, reporter)
     if ctx.directory.resolve() != run_dir.resolve():
         raise ConfigError(f"{run_dir}: its manifest now identifies run {ctx.run_id} (dataset or run identity "
