@@ -40,7 +40,9 @@ def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
     arrays, config = load_checkpoint(directory)
     model = build_unet(settings)
     load_module_state(model, arrays, "network")
-    ctx.memo[memo] = (model.to(ctx.device).eval(), {"checkpoint": key, **config})
+    # provenance without the training seconds: a timing would make fidelity.json differ between equal runs
+    ctx.memo[memo] = (model.to(ctx.device).eval(),
+                      {"checkpoint": key, **{k: v for k, v in config.items() if k != "seconds"}})
     return ctx.memo[memo]
 
 
