@@ -211,9 +211,10 @@ Synthetic 3D abdominal MRI volumes with liver (1) and tumour (2) labels, made by
 {chr(10).join(lines)}
 
 Δ Dice: U-Nets trained on real + synthetic against real only, {manifest['config']['seeds']} seeds, evaluated on
-{len(manifest['split']['test'])} held-out real cases (Wilcoxon over cases, Holm-corrected). FID/KID at n =
-{fidelity.get('n_per_set', '-')} per set beside the real-vs-real floor; at such n FID is dominated by
-small-sample bias, so compare configs with each other and with the floor, not with published FIDs.
+{len(manifest['split']['test'])} held-out real cases (crossed random-effects test over cases and trainings,
+Holm-corrected), at the run's largest real-data level. FID/KID at n = {fidelity.get('n_per_set', '-')} per set
+against held-out real volumes (never a training case), beside the real-vs-real floor (held-out vs held-out);
+compare configs with each other and with the floor, not with published FIDs (extractor, n and reference differ).
 
 ## Memorisation check
 
