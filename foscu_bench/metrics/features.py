@@ -273,6 +273,25 @@ def moment_features(encoder_layers, x):
     return torch.cat(feats, dim=1)
 
 
+def load_moment_encoder(directory: Path, device: str = "cpu"):
+    """(volumes -> moment features, checkpoint arrays, config) of an autoencoder checkpoint directory: the one
+    loading path of both suite-made extractors."""
+    import torch
+
+    from foscu_bench.checkpoint import load_checkpoint, load_module_state
+
+    arrays, config = load_checkpoint(directory)
+    network = build_autoencoder()
+    load_module_state(network, arrays, "network")
+    encoder = list(network.to(device).eval().encode)
+
+    @torch.no_grad()
+    def moments(volumes: np.ndarray) -> np.ndarray:
+        return moment_features(encoder, torch.from_numpy(volumes).to(device)).cpu().numpy()
+
+    return moments, arrays, config
+
+
 def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 0, device: str = "cpu",
                           iterations: int | None = None) -> Extractor:
     import torch
@@ -290,14 +309,8 @@ def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 
             save_checkpoint(directory, {f"network.{k}": v for k, v in network.state_dict().items()},
                             {"extractor": TRAIN_SPLIT_EXTRACTOR, "final_loss": loss, "iterations": iterations,
                              "seed": seed, "n_train": int(len(train_images))})
-    arrays, config = load_checkpoint(directory)
-    network = build_autoencoder()
-    load_module_state(network, arrays, "network")
-    encoder = list(network.to(device).eval().encode)
-
-    @torch.no_grad()
-    def embed(volumes: np.ndarray) -> dict[str, np.ndarray]:
-        return {"volume": moment_features(encoder, torch.from_numpy(volumes).to(device)).cpu().numpy()}
+    moments, _, config = load_moment_encoder(directory, device)
+    embed = lambda volumes: {"volume": moments(volumes)}  # noqa: E731
 
     return Extractor(TRAIN_SPLIT_EXTRACTOR, embed, {
         "trained_on": "real training split", "train_cache_key": cache_key, "seed": seed, "iterations": iterations,
@@ -308,23 +321,15 @@ def autoencoder_extractor(train_images: np.ndarray, cache_key: str, seed: int = 
 def corpus_extractor(weights: str | None = None, device: str = "cpu") -> Extractor:
     """The shipped autoencoder trained on a separate phantom corpus (``metrics/corpus.py``); ``weights`` may name
     another checkpoint directory made by the same recipe."""
-    import torch
-
-    from foscu_bench.checkpoint import load_checkpoint, load_module_state
     from foscu_bench.metrics.corpus import CORPUS_EXTRACTOR, SHIPPED, project
 
     directory = Path(weights).expanduser() if weights else SHIPPED
-    arrays, config = load_checkpoint(directory)
-    network = build_autoencoder()
-    load_module_state(network, arrays, "network")
-    encoder = list(network.to(device).eval().encode)
+    moments, arrays, config = load_moment_encoder(directory, device)
     projection = {k.removeprefix("projection."): v.astype(np.float64) for k, v in arrays.items()
                   if k.startswith("projection.")}
 
-    @torch.no_grad()
     def embed(volumes: np.ndarray) -> dict[str, np.ndarray]:
-        moments = moment_features(encoder, torch.from_numpy(volumes).to(device)).cpu().numpy().astype(np.float64)
-        return {"volume": project(moments, projection)}
+        return {"volume": project(moments(volumes).astype(np.float64), projection)}
 
     return Extractor(CORPUS_EXTRACTOR, embed, {
         "trained_on": f"separate phantom corpus ({config['recipe']['n_cases']} patients, "

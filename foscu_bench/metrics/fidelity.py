@@ -214,7 +214,8 @@ def memorisation(synthetic: np.ndarray, train: np.ndarray, held_out: np.ndarray,
     ids = train_ids or [str(i) for i in range(len(train))]
     return {
         "n_synthetic": int(len(synthetic)), "n_train": int(len(train)), "n_held_out": int(len(held_out)),
-        "threshold": threshold, "near_copies": int(len(copies)), "near_copy_fraction": float(len(copies) / len(synthetic)),
+        "threshold": threshold, "near_copies": int(len(copies)),
+        "near_copy_fraction": float(len(copies) / len(synthetic)),
         "expected_fraction_by_chance": rate,
         "p_value": float(binom.sf(len(copies) - 1, len(synthetic), rate)) if len(copies) else 1.0,
         "median_distance": float(np.median(d_synthetic)), "median_held_out_distance": float(np.median(d_held_out)),
@@ -253,6 +254,11 @@ def mean_ms_ssim(x: np.ndarray, y: np.ndarray | None, n_pairs: int, seed: int) -
     return float(metric(torch.from_numpy(left), torch.from_numpy(right)).mean())
 
 
+def joined_views(features: dict[str, np.ndarray], views) -> np.ndarray:
+    """The views' features side by side (N x sum of D), in the order of ``views``."""
+    return np.concatenate([features[v] for v in views], 1)
+
+
 def set_scores(features: dict[str, np.ndarray], reference: dict[str, np.ndarray], own_stream: int, seed: int,
                n_boot: int) -> dict:
     """FID, FD-infinity, KID (+ SE), MMD and PRDC of one feature set against the reference, averaged over views
@@ -264,21 +270,21 @@ def set_scores(features: dict[str, np.ndarray], reference: dict[str, np.ndarray]
         b_index = bootstrap_indices(len(b), n_boot, seed, REFERENCE_STREAM)
         fid_reps.append(fid_replicates(a, b, a_index, b_index))
         kid_reps.append(kid_replicates(a, b, a_index, b_index))
+        kid_mean, kid_std = kernel_inception_distance(a, b, seed=seed)
         per_view[view] = {"fid": frechet_distance(a, b), **fd_infinity(a, b, seed), "kid": mmd2_unbiased(a, b),
-                          "mmd": mmd_monai(a, b)}
+                          "kid_mean": kid_mean, "kid_std": kid_std, "mmd": mmd_monai(a, b)}
     fid_reps, kid_reps = np.mean(fid_reps, 0), np.mean(kid_reps, 0)
-    fid, kid = (float(np.mean([v[key] for v in per_view.values()])) for key in ("fid", "kid"))
-    scale = standardiser(np.concatenate([reference[v] for v in reference], 1))
-    joined = scale(np.concatenate([features[v] for v in reference], 1))
+    fid, kid, kid_mean, kid_std = (float(np.mean([v[key] for v in per_view.values()]))
+                                   for key in ("fid", "kid", "kid_mean", "kid_std"))
+    real = joined_views(reference, reference)
+    scale = standardiser(real)
     low, high = interval(fid, fid_reps)
-    kid_mean, kid_std = kernel_inception_distance(features[next(iter(reference))], reference[next(iter(reference))],
-                                                  seed=seed)
     return {"fid": fid, "fid_ci_low": low, "fid_ci_high": high,
             "fd_infinity": _mean_or_none([v["fd_infinity"] for v in per_view.values()]),
             "kid": kid, "kid_se": float(np.std(kid_reps, ddof=1)), "kid_ci": list(interval(kid, kid_reps)),
             "kid_mean": kid_mean, "kid_std": kid_std,
             "mmd": float(np.mean([v["mmd"] for v in per_view.values()])),
-            **prdc(scale(np.concatenate([reference[v] for v in reference], 1)), joined),
+            **prdc(scale(real), scale(joined_views(features, reference))),
             "n_real": int(len(next(iter(reference.values())))), "n_synthetic": int(len(next(iter(features.values())))),
             "per_view": per_view if len(per_view) > 1 else {},
             "replicates": {"fid": [float(x) for x in fid_reps], "kid": [float(x) for x in kid_reps]}}
@@ -357,7 +363,7 @@ def fidelity_report(synthetic_images: np.ndarray, held_out_images: np.ndarray, e
     }
     if train_images is not None:
         train = extractor(train_images)
-        scale = standardiser(np.concatenate(list(reference.values()), 1))
-        join = lambda f: scale(np.concatenate([f[v] for v in reference], 1))  # noqa: E731
-        report["memorisation"] = memorisation(join(synthetic), join(train), join(held_out), train_ids)
+        scale = standardiser(joined_views(reference, reference))
+        synthetic_, train_, held_out_ = (scale(joined_views(f, reference)) for f in (synthetic, train, held_out))
+        report["memorisation"] = memorisation(synthetic_, train_, held_out_, train_ids)
     return report
