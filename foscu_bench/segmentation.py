@@ -204,7 +204,7 @@ def per_sample_streams(device, loader_workers: int | None = None) -> bool:
 
 def default_loader_workers(device) -> int:
     """Sample-preparing processes: none on CPU; on a GPU up to 8, leaving a core to the training process."""
-    from foscu_bench.runner.parallel import available_cores
+    from foscu_bench.cores import available_cores
 
     return 0 if device.type == "cpu" else max(1, min(8, available_cores() - 1))
 

@@ -14,22 +14,14 @@ U-Nets last), so a long generator fit overlaps the real-only U-Nets instead of f
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import ExitStack
 from typing import Callable
 
+from foscu_bench.cores import available_cores
 from foscu_bench.store import Step
 
 KIND_PRIORITY = {"fit": 0, "sample": 1, "fidelity": 2, "unet": 3}
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
 
 
 def _on_gpu(device) -> bool:
