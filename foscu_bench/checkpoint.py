@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from foscu_bench.errors import FoscuError
-from foscu_bench.store import atomic_path, atomic_write_json, file_sha256
+from foscu_bench.store import atomic_write_json, file_sha256, staged_directory
 
 TENSORS_FILE = "tensors.safetensors"
 CONFIG_FILE = "config.json"
@@ -28,23 +28,25 @@ class CheckpointError(FoscuError):
 
 
 def save_checkpoint(directory: str | Path, tensors: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Write ``tensors`` (torch tensors or numpy arrays) and ``config`` (JSON-able) atomically."""
+    """Write ``tensors`` (torch tensors or numpy arrays) and ``config`` (JSON-able) as one directory, atomically.
+
+    Both files go into a staging folder that then replaces ``directory`` whole: overwriting them one by one (as a
+    stage checkpoint does every few hundred iterations) could be killed between the two, leaving new tensors
+    beside the old config's hash, a checkpoint that is refused on resume.
+    """
     from safetensors.numpy import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for key, value in tensors.items():
         if hasattr(value, "detach"):
             value = value.detach().cpu().contiguous().numpy()
         arrays[key] = np.ascontiguousarray(value)
-    target = directory / TENSORS_FILE
-    with atomic_path(target, suffix=".safetensors") as tmp:
-        save_file(arrays, str(tmp))
-        digest = file_sha256(tmp)
-    atomic_write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION, "tensors_sha256": digest,
-                                                "config": config})
-    return directory
+    with staged_directory(directory) as staging:
+        save_file(arrays, str(staging / TENSORS_FILE))
+        atomic_write_json(staging / CONFIG_FILE, {"format_version": FORMAT_VERSION,
+                                                  "tensors_sha256": file_sha256(staging / TENSORS_FILE),
+                                                  "config": config})
+    return Path(directory)
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

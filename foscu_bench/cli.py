@@ -189,7 +189,13 @@ def run(
                                        "(mismatched-labels) controls beside the generators."),
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="Steps computed at once, in worker processes (0: one per CPU core on CPU, "
-                                     "1 on a GPU). Never changes a number."),
+                                     "1 on a GPU). Never changes a number. With --scheduler: workers to wait for."),
+    executor: str = typer.Option("local", "--executor",
+                                 help="local: this process or a process pool (--workers); dask: every step a Dask "
+                                      "task, on a LocalCluster of --workers processes or on --scheduler's cluster."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Address of a running Dask scheduler (tcp://host:8786), for "
+                                                 "example a dask-jobqueue SLURMCluster's; implies --executor dask."),
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per step (0: 1 on CPU, all cores on a GPU machine). Recorded: "
                                      "oneDNN's sums depend on it in the last bits."),
@@ -219,14 +225,16 @@ def run(
     if plan:
         _print_plan(prepared, as_json, threads)
         return
-    workers = workers or default_workers(prepared.device, threads)
+    executor = "dask" if scheduler else executor
+    workers = workers or (1 if scheduler else default_workers(prepared.device, threads))
+    options = dict(workers=workers, threads=threads, executor=executor, scheduler=scheduler)
     if silent:
-        manifest = prepared.execute(sys.argv, workers=workers, threads=threads)
+        manifest = prepared.execute(sys.argv, **options)
     else:
-        err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory} ({workers} worker(s) x "
-                          f"{threads} thread(s))")
+        err_console.print(f"run [bold]{prepared.run_id}[/] -> {prepared.directory} ({executor}: {workers} "
+                          f"worker(s) x {threads} thread(s){', ' + scheduler if scheduler else ''})")
         with reporter:
-            manifest = prepared.execute(sys.argv, workers=workers, threads=threads)
+            manifest = prepared.execute(sys.argv, **options)
     stats = json.loads(prepared.layout.stats.read_text())
     if as_json:
         console.print_json(json.dumps({"run_dir": str(prepared.directory), "stats": stats}))

@@ -17,14 +17,17 @@ import json
 import math
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from foscu_bench.hashing import json_hash
 from foscu_bench.errors import ConfigError, DataError, FoscuError
+from foscu_bench.faults import kill_point
 from foscu_bench.results import load_run, training_pairs
-from foscu_bench.store import staged_directory
+from foscu_bench.store import exclusive_lock, remove_stale_temporaries, staged_directory
 
 HUB_HOST = ("huggingface.co", 443)
 SHARD_BYTES = 256 * 1024 * 1024
@@ -120,6 +123,16 @@ def _examples(run, generator: str):
                    "run_id": run.run_id}
 
 
+@contextmanager
+def _export_folder(target: Path) -> Iterator[Path]:
+    """A staging folder that replaces ``target`` on success; one exporter per target at a time (a lock beside
+    it), which also makes it safe to delete what a killed export left (its ``.tmp-*`` staging folders)."""
+    with exclusive_lock(target.parent / f".{target.name}.lock", what=f"export folder {target}"):
+        remove_stale_temporaries(target.parent, target.name)
+        with staged_directory(target) as staging:
+            yield staging
+
+
 def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None = None,
               allow_near_copies: bool = False) -> Path:
     """Write the Hub-ready folder ``out`` (data/<generator>/train-*.parquet + README.md card), atomically, after the
@@ -133,7 +146,7 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
     checks = memorisation_checks(run, chosen, allow_near_copies)
     shape = tuple(run.manifest["profile"]["shape"])
     out = Path(out)
-    with staged_directory(out) as staging:
+    with _export_folder(out) as staging:
         sizes = {}
         for generator in chosen:
             rows = list(_examples(run, generator))
@@ -144,6 +157,7 @@ def export_hf(run_dir: str | Path, out: str | Path, generators: list[str] | None
                 path = staging / "data" / generator / f"train-{index:05d}-of-{n_shards:05d}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 dataset.shard(n_shards, index, contiguous=True).to_parquet(str(path))
+                kill_point("export.shard")  # crash-safety tests: killed with the export half-written (staged)
             sizes[generator] = {"num_examples": len(rows), "num_bytes": n_bytes,
                                 "n_with_tumour": sum(r["has_tumour"] for r in rows),
                                 "liver_ml": [r["liver_volume_ml"] for r in rows]}
@@ -327,7 +341,7 @@ def export_nifti(run_dir: str | Path, out: str | Path, generators: list[str] | N
     run = load_run(run_dir)
     chosen = _generators(run, generators)
     root = Path(out) / dataset_name
-    with staged_directory(root) as staging:
+    with _export_folder(root) as staging:
         cases = []
         if with_real:
             cases += [("real", p) for p in training_pairs(run)]

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from foscu_bench.errors import FoscuError
+from foscu_bench.faults import kill_point
 
 
 @contextmanager
@@ -33,6 +34,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        kill_point(f"write:{target.name}")  # crash-safety tests: killed with the new file complete, not renamed
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -42,7 +44,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 @contextmanager
 def staged_directory(target: str | Path) -> Iterator[Path]:
     """Yield an empty staging directory beside ``target``; on success it replaces ``target``, on error it is
-    deleted. Readers never see a half-written folder (an existing ``target`` is removed just before the rename)."""
+    deleted. Readers never see a half-written folder: an existing ``target`` is renamed aside, the staging folder
+    renamed in, then the old one deleted (a kill between the two renames leaves no ``target``, never a mixed one)."""
     import shutil
 
     target = Path(target)
@@ -50,12 +53,43 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         yield staging
+        kill_point(f"write:{target.name}/")  # crash-safety tests: the new folder complete, not swapped in
+        old = None
         if target.exists():
-            shutil.rmtree(target)
+            old = Path(tempfile.mkdtemp(prefix=f".tmp-old-{target.name}-", dir=target.parent))
+            os.replace(target, old / target.name)
         os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_stale_temporaries(directory: str | Path, target_name: str | None = None) -> int:
+    """Delete the ``.tmp-*`` files and folders that killed writers left under ``directory`` (all of them, or only
+    those of ``target_name`` directly inside it); returns how many. Call it only while holding the lock that
+    makes this process the directory's single writer, never beside a live writer."""
+    import shutil
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    if target_name is None:
+        stale = [p for p in directory.rglob(".tmp-*")]
+    else:
+        stale = [p for pattern in (f".tmp-{target_name}-*", f".tmp-old-{target_name}-*")
+                 for p in directory.glob(pattern)]
+    removed = 0
+    for path in sorted(stale, key=lambda p: len(p.parts)):  # parents first; their children go with them
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed += 1
+    return removed
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> Path:

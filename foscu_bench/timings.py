@@ -13,7 +13,7 @@ import platform
 import statistics
 
 from foscu_bench.hashing import json_hash
-from foscu_bench.store import atomic_write_json, exclusive_lock
+from foscu_bench.store import atomic_write_json, exclusive_lock, remove_stale_temporaries
 
 KEEP = 5
 """Measurements kept per key (the newest)."""
@@ -47,6 +47,13 @@ def record_time(key: str, seconds: float) -> None:
         table = _read()
         table[key] = (table.get(key, []) + [round(float(seconds), 3)])[-KEEP:]
         atomic_write_json(path, table)
+
+
+def remove_stale_writes() -> None:
+    """Delete what a writer killed inside ``record_time`` left (a ``.tmp-timings.json-*`` file)."""
+    path = _path()
+    with exclusive_lock(path.parent / "timings.lock", wait=True):
+        remove_stale_temporaries(path.parent, path.name)
 
 
 def estimate(key: str) -> float | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import numpy as np
 
@@ -179,7 +180,8 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = PRDC_K) -> dict:
     """Precision, recall, density and coverage (Naeem et al. 2020) with the reference ``prdc`` package."""
     from prdc import compute_prdc
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints the set sizes
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the package prints the set sizes
+        warnings.filterwarnings("ignore", message="Inside a Dask worker")  # sklearn: n_jobs=1 there, as everywhere
         scores = compute_prdc(real_features=real, fake_features=fake, nearest_k=min(k, len(real) - 1, len(fake) - 1))
     return {name: float(value) for name, value in scores.items()}
 

@@ -122,10 +122,11 @@ class RunContext:
 
         return plan(self, threads)
 
-    def execute(self, argv: list[str] | None = None, workers: int = 1, threads: int | None = None) -> dict:
+    def execute(self, argv: list[str] | None = None, workers: int = 1, threads: int | None = None,
+                executor: str = "local", scheduler: str | None = None) -> dict:
         from foscu_bench.runner.serial import execute
 
-        return execute(self, argv, workers=workers, threads=threads)
+        return execute(self, argv, workers=workers, threads=threads, executor=executor, scheduler=scheduler)
 
 
 def prepare(config: RunConfig, out: str | Path = "runs", reporter: Reporter | None = None) -> RunContext:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from foscu_bench.faults import kill_point
 from foscu_bench.generator import sample_validated
 from foscu_bench.hashing import json_hash
 from foscu_bench.runner.fit_cache import downsample, fit_entry, fitted_generator
@@ -92,7 +93,7 @@ def _train_unet(ctx, step: Step) -> dict:
     with ctx.reporter.task(label, settings.iterations) as update:
         result = train_segmentation(real, synthetic, arm, settings, seed=step.seed, device=str(ctx.device),
                                     synthetic_fraction=ctx.config.synthetic_fraction,
-                                    progress=lambda it, loss: update(it, info=f"loss {loss:.3f}"))
+                                    progress=lambda it, loss: _unet_progress(update, it, loss))
         started = time.perf_counter()
         rows = evaluate(result.model, ctx.pairs("test"), ctx.profile.segmentation)
         eval_seconds = time.perf_counter() - started
@@ -104,6 +105,11 @@ def _train_unet(ctx, step: Step) -> dict:
             "n_real": result.n_real, "n_synthetic": result.n_synthetic, "real_exposures": result.real_exposures,
             "device": result.device, "precision": result.precision, "sample_stream": result.sample_stream,
             "loader_workers": result.loader_workers}
+
+
+def _unet_progress(update, iteration: int, loss: float) -> None:
+    kill_point("unet.iteration")  # crash-safety tests: a process killed in the middle of a U-Net training
+    update(iteration, info=f"loss {loss:.3f}")
 
 
 FIDELITY_TOP_UP_SEED = 1_000_003
@@ -137,6 +143,7 @@ def run_fidelity(ctx, step: Step, generators: dict) -> dict:
         report = fidelity_report(np.stack([p.image for p in synthetic]), held_out, extractor,
                                  seed=ctx.config.split_seed, train_images=np.stack([p.image for p in train]),
                                  train_ids=[p.case_id for p in train])
+        kill_point("fidelity.report")  # crash-safety tests: killed with the metrics computed, not stored
         _, half_b = split_halves(len(held_out), ctx.config.split_seed)
         report["consistency"] = consistency_report(ctx, synthetic, [held_out_pairs[i] for i in half_b],
                                                    step.n_real, step.draw)

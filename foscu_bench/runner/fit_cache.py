@@ -15,7 +15,7 @@ import numpy as np
 from foscu_bench import __version__
 from foscu_bench.generator import code_fingerprint, create, load
 from foscu_bench.hashing import json_hash
-from foscu_bench.store import FitEntry, atomic_write_json, exclusive_lock
+from foscu_bench.store import FitEntry, atomic_write_json, exclusive_lock, remove_stale_temporaries
 
 FIT_CACHE_VERSION = 2
 
@@ -57,6 +57,7 @@ def fitted_generator(ctx, name: str, n_real: int | None = None, draw: int = 0):
     entry = fit_entry(ctx, name, n_real, draw)
     with exclusive_lock(entry.lock, wait=True):
         if not entry.done:
+            remove_stale_temporaries(entry.directory)  # a killed fit's half-swapped checkpoints; the lock is ours
             _fit_into(ctx, name, entry, n_real, draw)
     return load(name, entry.checkpoint, ctx.device)
 

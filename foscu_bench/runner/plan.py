@@ -43,7 +43,7 @@ def steps(ctx) -> list[Step]:
 
 def step_record(ctx, step: Step) -> dict | None:
     """The record of a finished, still valid step; None when the step must (re)run."""
-    record = ctx.layout.read_step(step)
+    record = ctx.memo.get(("step_record", step)) or ctx.layout.read_step(step)  # the first: a Dask dependency
     if record is None or record.get("step_version") != STEP_VERSIONS[step.kind]:
         return None
     if step.kind == "fidelity" and record.get("extractor", {}).get("name") != ctx.config.extractor:
@@ -54,6 +54,13 @@ def step_record(ctx, step: Step) -> dict | None:
         sample = step_record(ctx, Step("sample", step.generator, step.seed, None, step.n_real, step.draw))
         if sample is None or sample["sha256"] != record["synthetic_sha256"]:
             return None  # trained on a synthetic set that no longer exists
+    return record
+
+
+def stamp_record(record: dict, step: Step, threads: int) -> dict:
+    """What every stored step record carries besides its results: the step version and the CPU threads."""
+    record["step_version"] = STEP_VERSIONS[step.kind]
+    record["threads"] = threads
     return record
 
 
