@@ -27,19 +27,21 @@ RUN = ["run", "--generator", GENERATOR, "--seeds", "1", "--profile", "tiny", "--
        "--workers", "1"]
 RESULT_FILES = ("metrics.csv", "stats.json", "fidelity.json")
 RESULTS = list(RESULT_FILES)
-FIT = [f"fit--{GENERATOR}.json", f"sample--{GENERATOR}--seed-0.json", f"unet--{GENERATOR}--seed-0.json",
-       f"synthetic/{GENERATOR}/seed-0.npz"]
+SAMPLE = [f"sample--{GENERATOR}--seed-0.json", f"synthetic/{GENERATOR}/seed-0.npz"]
+FIT = [f"fit--{GENERATOR}.json", f"unet--{GENERATOR}--seed-0.json"] + SAMPLE
+REAL_UNET = ["unet--real-only--seed-0.json"]
+FIDELITY = [f"fidelity--{GENERATOR}.json"]
 CASES = {  # kill point -> (run files to delete so that the point is reached, cache folders the copy leaves out)
     # fit: inside the image diffusion stage's first checkpoint swap (iteration 200 of 300); the resumed fit must
     # be bit-identical, or the regenerated sample and the U-Net trained on it would differ
-    "write:image_diffusion/@1": (FIT + RESULTS, ("generators",)),
-    "write:seed-0.npz": ([f"sample--{GENERATOR}--seed-0.json", f"synthetic/{GENERATOR}/seed-0.npz"] + RESULTS, ()),
-    "unet.iteration@5": (["unet--real-only--seed-0.json"] + RESULTS, ()),
-    "write:unet--real-only--seed-0.json": (["unet--real-only--seed-0.json"] + RESULTS, ()),
-    "write:timings.json": (["unet--real-only--seed-0.json"] + RESULTS, ()),
-    "fidelity.report": ([f"fidelity--{GENERATOR}.json"] + RESULTS, ()),
-    f"write:fidelity--{GENERATOR}.json": ([f"fidelity--{GENERATOR}.json"] + RESULTS, ()),
-    "write:metrics.csv": (RESULTS, ()),
+    "write:image_diffusion/@1": (FIT + RESULTS, ("generators", "unets")),
+    "write:seed-0.npz": (SAMPLE + RESULTS, ()),  # the synthetic set, complete but not renamed
+    f"write:sample--{GENERATOR}--seed-0.json": (SAMPLE + RESULTS, ()),  # a step record
+    "write:timings.json": (SAMPLE + RESULTS, ()),  # the measured time, after the step record
+    "unet.iteration@5": (REAL_UNET + RESULTS, ("unets",)),  # in the middle of a U-Net training
+    "write:unet--real-only--seed-0.json": (REAL_UNET + RESULTS, ()),  # a U-Net record (from the U-Net cache)
+    "fidelity.report": (FIDELITY + RESULTS, ()),  # fidelity computed, not stored
+    "write:metrics.csv": (RESULTS, ()),  # assembly
     "write:stats.json": (RESULTS, ()),
     "write:fidelity.json": (RESULTS, ()),
     "write:manifest.json@1": (RESULTS, ()),  # the manifest written as the invocation starts
@@ -67,9 +69,8 @@ def reference(tmp_path_factory):
 
 
 def _copy_cache(cache: Path, target: Path, leave_out: tuple[str, ...]) -> Path:
-    """The reference cache without computed U-Nets (a deleted U-Net step must train again) and ``leave_out``."""
-    shutil.copytree(cache, target, ignore=lambda d, names: [n for n in names if Path(d) == cache and
-                                                           n in ("unets", *leave_out)])
+    """The reference cache without ``leave_out`` (``unets``: a deleted U-Net step must train again)."""
+    shutil.copytree(cache, target, ignore=lambda d, names: [n for n in names if Path(d) == cache and n in leave_out])
     return target
 
 

@@ -18,31 +18,67 @@ RESULT_FILES = ("metrics.csv", "stats.json", "fidelity.json")
 
 def _dask_run(tmp_path, monkeypatch, *extra: str):
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "cache"))  # cold: every step computes again
-    main([*RUN_ARGS, "--out", str(tmp_path / "runs"), "--executor", "dask", "--workers", "2", *extra])
+    main([*RUN_ARGS, "--out", str(tmp_path / "runs"), "--workers", "2", *extra])
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     return run_dir
 
 
 def test_dask_with_two_workers_gives_the_serial_files_byte_for_byte(finished_run, tmp_path, monkeypatch):
+    """Same command, executor dask on a two-process LocalCluster: identical result files; the workers' progress
+    (U-Net bars with their worker's name) reaches the driver's reporter, and every step is counted done."""
+    from contextlib import contextmanager
+
+    from foscu_bench.runner import RunConfig, prepare
+
+    class Recorder:
+        def __init__(self):
+            self.opened, self.done, self.total = [], 0, None
+
+        def begin(self, n_steps):
+            self.total = n_steps
+
+        @contextmanager
+        def task(self, description, total=None):
+            self.opened.append(description)
+            yield lambda *args, **kwargs: None
+
+        def step_done(self):
+            self.done += 1
+
     run_dir, _ = finished_run
-    dask_dir = _dask_run(tmp_path, monkeypatch)
-    assert dask_dir.name == run_dir.name
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(tmp_path / "cache"))  # cold: every step computes again
+    recorder = Recorder()
+    ctx = prepare(RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False), tmp_path / "runs",
+                  recorder)
+    assert ctx.directory.name == run_dir.name
+    ctx.execute(["test"], workers=2, threads=1, executor="dask")
     for name in RESULT_FILES:
-        assert (dask_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
-    invocation = json.loads((dask_dir / "manifest.json").read_text())["invocations"][-1]
+        assert (ctx.directory / name).read_bytes() == (run_dir / name).read_bytes(), name
+    invocation = json.loads((ctx.directory / "manifest.json").read_text())["invocations"][-1]
     assert invocation["executor"] == "dask" and invocation["scheduler"] == "LocalCluster"
     assert invocation["dask_workers"] == 2 and invocation["steps_run"] == 8 and invocation["threads_per_step"] == 1
+    assert recorder.total == recorder.done == 8
+    assert any(d.startswith("U-Net") and d.endswith("]") for d in recorder.opened), recorder.opened
 
 
 def test_a_worker_killed_mid_step_is_retried_and_changes_nothing(finished_run, tmp_path, monkeypatch):
-    """SIGKILL of the worker in the 3rd iteration of the first U-Net it trains: Dask reschedules the step on
-    the restarted worker (the kill fires once: FOSCU_KILL_ONCE), and the run's files equal the serial run's."""
+    """On a cluster started apart (``--scheduler ADDRESS``, as with dask-jobqueue), SIGKILL of a worker in the 3rd
+    iteration of the first U-Net it trains: Dask reschedules the step (the kill fires once: FOSCU_KILL_ONCE) and
+    the run's files equal the serial run's."""
+    import logging
+
+    from distributed import LocalCluster
+
     run_dir, _ = finished_run
     marker = tmp_path / "killed"
-    monkeypatch.setenv("FOSCU_KILL_AT", "unet.iteration@3")
+    monkeypatch.setenv("FOSCU_KILL_AT", "unet.iteration@3")  # the workers inherit it
     monkeypatch.setenv("FOSCU_KILL_ONCE", str(marker))
-    dask_dir = _dask_run(tmp_path, monkeypatch)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        dask_dir = _dask_run(tmp_path, monkeypatch, "--scheduler", cluster.scheduler_address)
     assert marker.exists(), "no worker was killed: the kill point was never reached"
+    invocation = json.loads((dask_dir / "manifest.json").read_text())["invocations"][-1]
+    assert invocation["scheduler"] == cluster.scheduler_address
     for name in RESULT_FILES:
         assert (dask_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
     assert not list(dask_dir.rglob(".tmp-*"))
@@ -103,3 +139,17 @@ def test_worker_progress_reaches_the_drivers_reporter():
         forward((0.4, {"run": "run-a", "task": "w#2", "kind": "open", "description": "fit", "total": None}))
     assert calls == [("open", "U-Net seed 0", 9), ("update", 4, "loss 0.5"), ("close", "U-Net seed 0"),
                      ("open", "fit", None), ("close", "fit")]  # a worker that died mid-task: closed at the end
+
+
+def test_the_slurm_example_is_valid():
+    """The README's Slurm example: GPU jobs with one worker process each, declaring the GPU resource."""
+    import py_compile
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "slurm"
+    slurm = yaml.safe_load((root / "jobqueue.yaml").read_text())["jobqueue"]["slurm"]
+    assert slurm["processes"] == 1 and "--gres=gpu:1" in slurm["job_extra_directives"]
+    assert slurm["worker_extra_args"] == ["--resources", "GPU=1"]
+    py_compile.compile(str(root / "run_on_slurm.py"), doraise=True)

@@ -74,7 +74,7 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(Client(scheduler))
-            client.wait_for_workers(workers, timeout=600)
+            _wait_for_workers(client, workers, ctx.reporter)
         code = package_fingerprint()
         check_workers(client, on_gpu, code)
         forward = stack.enter_context(_forwarded_progress(ctx.reporter, ctx.run_id))
@@ -107,6 +107,14 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
     if error is not None:
         raise error
     return described
+
+
+def _wait_for_workers(client, n: int, reporter) -> None:
+    """Block until the cluster has ``n`` workers (batch jobs may queue for hours), showing how many are up."""
+    with reporter.task(f"waiting for {n} Dask worker(s)", n) as update:
+        while (up := len(client.scheduler_info()["workers"])) < n:
+            update(up)
+            time.sleep(1.0)
 
 
 def check_workers(client, on_gpu: bool, code: str) -> None:
