@@ -46,7 +46,10 @@ CASES = {  # kill point -> (run files to delete so that the point is reached, ca
     "write:fidelity.json": (RESULTS, ()),
     "write:manifest.json@1": (RESULTS, ()),  # the manifest written as the invocation starts
     "write:manifest.json@2": (RESULTS, ()),  # ... and as it ends, after assembly
+    # the Dask executor's driver, killed storing a sample's record while a worker trains the real-only U-Net
+    f"dask:write:sample--{GENERATOR}--seed-0.json": (SAMPLE + REAL_UNET + RESULTS, ("unets",)),
 }
+DASK = ["--executor", "dask", "--workers", "2"]
 EXPORT_CASES = ("export.shard", "write:export/")
 
 
@@ -105,6 +108,8 @@ def test_killed_at_a_point_then_rerun_gives_identical_files(point, reference, tm
     cache = _copy_cache(cache, tmp_path / "cache", leave_out)
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
     command = [*RUN, "--out", str(tmp_path / "runs")]
+    if point.startswith("dask:"):
+        point, command = point.removeprefix("dask:"), command + DASK
     _killed(command, point, cache)
     main(command)
     for name in RESULT_FILES:

@@ -60,7 +60,10 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
     and the error raised: finished steps are stored, so a rerun resumes. Returns what the manifest records about
     the cluster.
     """
-    from distributed import Client, LocalCluster, as_completed
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ModuleNotFoundError:
+        raise ConfigError("--executor dask needs Dask's distributed package: pip install 'foscu-bench[dask]'") from None
 
     from foscu_bench.data.cache import cache_root
     from foscu_bench.runner.parallel import KIND_PRIORITY, dependencies
