@@ -21,9 +21,11 @@ to the serial executor's (``tests/test_dask_executor.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import count
@@ -86,22 +88,22 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
 
         payload = WorkerPayload(config=ctx.config, out=str(ctx.directory.parent), cache=str(cache_root()),
                                 threads=threads, run_id=ctx.run_id, code=code)
+        invocation = uuid.uuid4().hex[:8]  # a key of an earlier, killed driver may linger on a shared scheduler
         futures: dict[Step, object] = {}
         for step in pending:  # plan order: every step after the steps it depends on
             deps = [futures[d] for d in dependencies(step, ctx.config.seeds) if d in futures]
-            futures[step] = client.submit(compute_step, payload, step, *deps, key=f"{ctx.run_id}/{step.name}",
+            futures[step] = client.submit(compute_step, payload, step, *deps,
+                                          key=f"{ctx.run_id}/{step.name}/{invocation}",
                                           pure=False, priority=-KIND_PRIORITY[step.kind],
                                           resources={"GPU": 1} if on_gpu else None)
         steps = {future.key: step for step, future in futures.items()}
         error: BaseException | None = None
         for future in as_completed(list(futures.values())):
-            if future.status == "cancelled":
-                continue
-            if future.status == "error":
-                if error is None:
-                    error = future.exception()
-                    client.cancel([f for f in futures.values() if not f.done()])
-                continue
+            if future.status != "finished":  # an error (or a cancellation): stop, a rerun resumes
+                error = future.exception() if future.status == "error" else RuntimeError(
+                    f"Dask step {future.key} was {future.status}")
+                client.cancel([f for f in futures.values() if not f.done()])
+                break
             _, record, seconds = future.result()
             finished(steps[future.key], record, seconds)
         workers_info = client.scheduler_info()["workers"]
@@ -166,7 +168,13 @@ def _dask_version() -> str:
 
 
 # -- the worker side ---------------------------------------------------------------------------------------
-_RUNS: dict[str, tuple[object, dict]] = {}
+_RUNS: dict[tuple[str, str], tuple[object, dict]] = {}
+"""Per worker process: each run (output folder, run id) prepared once, with its loaded generators."""
+
+
+@functools.lru_cache(maxsize=1)
+def _process_code() -> str:
+    return package_fingerprint()
 
 
 def compute_step(payload: WorkerPayload, step: Step, *dependencies: tuple[Step, dict, float]):
@@ -180,6 +188,8 @@ def compute_step(payload: WorkerPayload, step: Step, *dependencies: tuple[Step, 
     from foscu_bench.runner.executors import EXECUTORS
     from foscu_bench.runner.plan import stamp_record
 
+    if _process_code() != payload.code:  # a worker that joined the cluster after the driver's check
+        raise ConfigError(f"this Dask worker runs other foscu-bench code than the driver ({payload.code})")
     os.environ["FOSCU_BENCH_CACHE"] = payload.cache
     ctx, generators = _worker_run(payload)
     for dep_step, record, _ in dependencies:
@@ -193,13 +203,14 @@ def compute_step(payload: WorkerPayload, step: Step, *dependencies: tuple[Step, 
 def _worker_run(payload: WorkerPayload):
     from foscu_bench.runner.context import prepare
 
-    if payload.run_id not in _RUNS:
+    key = (payload.out, payload.run_id)
+    if key not in _RUNS:
         ctx = prepare(payload.config, payload.out, WorkerEventReporter(payload.run_id))
         if ctx.run_id != payload.run_id:
             raise ConfigError(f"this worker resolves the run as {ctx.run_id}, the driver as {payload.run_id}: "
                               f"different data or code on this node")
-        _RUNS[payload.run_id] = (ctx, {})
-    return _RUNS[payload.run_id]
+        _RUNS[key] = (ctx, {})
+    return _RUNS[key]
 
 
 class WorkerEventReporter:
