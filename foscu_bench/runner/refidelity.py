@@ -39,8 +39,8 @@ def recompute_fidelity(run_dir: str | Path, extractor: str | None = None, extrac
     from foscu_bench.runner.context import prepare
     from foscu_bench.runner.executors import run_fidelity
     from foscu_bench.runner.manifest import now, write_manifest
-    from foscu_bench.runner.plan import STEP_VERSIONS, step_record, steps
-    from foscu_bench.store import RunLayout, atomic_write_json, exclusive_lock
+    from foscu_bench.runner.plan import stamp_record, step_record, steps
+    from foscu_bench.store import RunLayout, atomic_write_json, exclusive_lock, remove_stale_temporaries
 
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
@@ -56,13 +56,13 @@ def recompute_fidelity(run_dir: str | Path, extractor: str | None = None, extrac
                           f"changed since it was made); recompute fidelity only for a run of the current data")
     started = time.perf_counter()
     with exclusive_lock(ctx.layout.lock, what=f"run directory {ctx.directory}"):
+        remove_stale_temporaries(ctx.directory)
         pending = [s for s in steps(ctx) if s.kind == "fidelity" and step_record(ctx, s) is None]
         generators: dict = {}
         for step in pending:
             step_started = time.perf_counter()
             record = run_fidelity(ctx, step, generators)
-            record.update(step_version=STEP_VERSIONS["fidelity"], threads=torch.get_num_threads())
-            ctx.layout.write_step(step, record)
+            ctx.layout.write_step(step, stamp_record(record, step, torch.get_num_threads()))
             manifest["steps"][step.name] = {"status": "done", "seconds": time.perf_counter() - step_started}
         document = fidelity_document(ctx)
         atomic_write_json(ctx.layout.fidelity, document)

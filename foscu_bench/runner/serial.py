@@ -56,7 +56,7 @@ def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int |
 
         def finished(step: Step, record: dict, seconds: float) -> None:
             ctx.layout.write_step(step, stamp_record(record, step, threads))
-            # a step taken from a cache took ~0 s: record a fit's measured seconds, and nothing for a cached U-Net
+            # a step taken from a cache took ~0 s: record a new fit's measured seconds, nothing for cached steps
             if not record.get("cache_hit"):
                 record_time(step_timing_key(ctx, step),
                             record["fit"]["fit_seconds"] if step.kind == "fit" else seconds)
