@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,12 @@ CASES = {  # kill point -> (run files to delete so that the point is reached, ca
     "write:fidelity.json": (RESULTS, ()),
     "write:manifest.json@1": (RESULTS, ()),  # the manifest written as the invocation starts
     "write:manifest.json@2": (RESULTS, ()),  # ... and as it ends, after assembly
-    # the Dask executor's driver, killed storing a sample's record while a worker trains the real-only U-Net
+    # the driver of a Dask LocalCluster and of the local process pool, killed storing a sample's record while a
+    # worker trains the real-only U-Net: their workers must not outlive it
     f"dask:write:sample--{GENERATOR}--seed-0.json": (SAMPLE + REAL_UNET + RESULTS, ("unets",)),
+    f"pool:write:sample--{GENERATOR}--seed-0.json": (SAMPLE + REAL_UNET + RESULTS, ("unets",)),
 }
-DASK = ["--executor", "dask", "--workers", "2"]
+EXECUTORS = {"dask": ["--executor", "dask", "--workers", "2"], "pool": ["--workers", "2"]}
 EXPORT_CASES = ("export.shard", "write:export/")
 
 
@@ -83,6 +86,24 @@ def _killed(command: list[str], point: str, cache: Path) -> None:
                              text=True, timeout=300)
     assert process.returncode == -signal.SIGKILL, (
         f"the process was not killed at {point} (exit {process.returncode}): {process.stderr[-2000:]}")
+    deadline = time.time() + 20
+    while _processes_using(cache) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _processes_using(cache), "worker processes outlived their killed driver"
+
+
+def _processes_using(cache: Path) -> list[int]:
+    """Live processes whose environment names this case's cache (the killed run's workers)."""
+    needle = f"FOSCU_BENCH_CACHE={cache}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0") and int(proc.name) != os.getpid():
+                state = (proc / "stat").read_text().split(")")[-1].split()[0]
+                found += [] if state == "Z" else [int(proc.name)]
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.parametrize("point", list(CASES) + list(EXPORT_CASES))
@@ -108,8 +129,9 @@ def test_killed_at_a_point_then_rerun_gives_identical_files(point, reference, tm
     cache = _copy_cache(cache, tmp_path / "cache", leave_out)
     monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
     command = [*RUN, "--out", str(tmp_path / "runs")]
-    if point.startswith("dask:"):
-        point, command = point.removeprefix("dask:"), command + DASK
+    executor, _, name = point.partition(":")
+    if executor in EXECUTORS:
+        point, command = name, command + EXECUTORS[executor]
     _killed(command, point, cache)
     main(command)
     for name in RESULT_FILES:

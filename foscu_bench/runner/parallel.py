@@ -14,6 +14,7 @@ U-Nets last), so a long generator fit overlaps the real-only U-Nets instead of f
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import ExitStack
 from typing import Callable
@@ -99,10 +100,27 @@ def run_parallel(ctx, pending: list[Step], workers: int, threads: int,
 _WORKER: dict = {}
 
 
+def _die_with_parent() -> None:
+    """Have Linux SIGKILL this worker when the process that started it dies (a ``kill -9``ed driver would
+    otherwise leave its pool's workers waiting forever on a dead queue, holding their memory)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the driver died before the line above
+        os._exit(1)
+
+
 def _init_worker(config, out: str, threads: int) -> None:
     import torch
 
     from foscu_bench.runner.context import prepare
+
+    _die_with_parent()
 
     torch.set_num_threads(threads)
     _WORKER.update(ctx=prepare(config, out), generators={})
