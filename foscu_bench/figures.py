@@ -206,7 +206,7 @@ def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
         return []
     plt = _plt()
     frame = with_replicates(group.frame)
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    fig, ax = plt.subplots(figsize=(7.4, 3.8))
     arms = [(REFERENCE, "real")] + [(g, "real+synthetic") for g in sorted(group.stats["generators"],
                                                                          key=lambda g: (group.kinds.get(g) == "control", g))]
     for generator, arm in arms:
@@ -235,7 +235,7 @@ def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
     ax.set_xlabel("real training cases (nested subsets)")
     ax.set_ylabel("liver Dice on held-out cases (95% CI)")
     ax.set_title(f"{group.name} · {group.key['seeds']} seeds · key {group.key_id}", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: 9 curves fill the axes
     return save_figure(fig, out_dir, f"dice_vs_real_cases_{group.key_id}")
 
 
