@@ -209,6 +209,7 @@ def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7.4, 3.8))
     arms = [(REFERENCE, "real")] + [(g, "real+synthetic") for g in sorted(group.stats["generators"],
                                                                          key=lambda g: (group.kinds.get(g) == "control", g))]
+    colours = generator_colours([g for g, _ in arms[1:]])
     for generator, arm in arms:
         points = []
         for n in levels:
@@ -223,7 +224,7 @@ def fig_dice_vs_real_cases(group: RunGroup, out_dir: Path) -> list[Path]:
         n, mean, low, high = (np.array(v, dtype=float) for v in zip(*points))
         control = group.kinds.get(generator) == "control"
         style = {"color": "black", "linewidth": 2.0} if generator == REFERENCE else {
-            "linestyle": "--" if control else "-", "linewidth": 1.2}
+            "color": colours[generator], "linestyle": "--" if control else "-", "linewidth": 1.2}
         ax.errorbar(n, mean, yerr=[mean - low, high - mean], marker="o", markersize=3, capsize=3,
                     label=generator + (" (control)" if control else ""), **style)
     from matplotlib.ticker import NullFormatter, NullLocator
@@ -265,6 +266,13 @@ def fig_loss_curves(run: RunResult, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"loss_curves_{run.run_id}")
 
 
+def generator_colours(generators: list[str]) -> dict:
+    """One colour per generator, in the given order (generators, then controls): every figure of a group passes
+    the same order, so a generator has the same colour in all of them."""
+    plt = _plt()
+    return {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(generators)}
+
+
 def fig_metric_validity(rows: list[dict], out_dir: Path) -> list[Path]:
     """Each fidelity metric against the Dice delta, one point per generator/control and level, with the rank
     correlation and its CI (``validity``) in the panel title: which fidelity number predicts usefulness."""
@@ -277,8 +285,9 @@ def fig_metric_validity(rows: list[dict], out_dir: Path) -> list[Path]:
     columns = min(5, len(entries))
     lines = -(-len(entries) // columns)
     fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.4 * lines), squeeze=False)
-    generators = sorted({r["generator"] for r in rows if r.get("kind") != "reference"})
-    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(generators)}
+    kinds = {r["generator"]: r.get("kind") for r in rows if r.get("kind") != "reference"}
+    generators = sorted(kinds, key=lambda g: (kinds[g] == "control", g))
+    colours = generator_colours(generators)
     for ax, entry in zip(axes.flat, entries):
         for g in generators:
             points = [(r[entry["metric"]], 100 * r["delta_dice_mean"]) for r in rows if r["generator"] == g
