@@ -76,18 +76,18 @@ def remove_stale_temporaries(directory: str | Path, target_name: str | None = No
     if not directory.is_dir():
         return 0
     if target_name is None:
-        stale = [p for p in directory.rglob(".tmp-*")]
+        stale = list(directory.rglob(".tmp-*"))
     else:
         stale = [p for pattern in (f".tmp-{target_name}-*", f".tmp-old-{target_name}-*")
                  for p in directory.glob(pattern)]
     removed = 0
-    for path in sorted(stale, key=lambda p: len(p.parts)):  # parents first; their children go with them
+    for path in sorted(stale, key=lambda p: len(p.parts)):  # parents first
+        if not (path.exists() or path.is_symlink()):
+            continue  # went with its parent
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
-            path.unlink(missing_ok=True)
         else:
-            continue
+            path.unlink(missing_ok=True)
         removed += 1
     return removed
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 import time
 
+from foscu_bench.errors import ConfigError
 from foscu_bench.runner.assemble import assemble
 from foscu_bench.runner.executors import EXECUTORS
 from foscu_bench.runner.manifest import build_manifest, now, write_manifest
-from foscu_bench.errors import ConfigError
 from foscu_bench.runner.plan import plan, stamp_record, step_timing_key
 from foscu_bench.store import Step, exclusive_lock, remove_stale_temporaries
 from foscu_bench.timings import record_time, remove_stale_writes
