@@ -6,6 +6,9 @@
 - Intensity realism per label: 1-Wasserstein distance between pooled voxel intensities of synthetic and real
   images inside background, liver and tumour.
 - Memorisation: the highest Pearson correlation of each synthetic image with any training image.
+- Tumours: presence fraction, tumour volume distribution (KS among tumour-bearing cases), lesions per case.
+- Images: diversity among samples (mean MS-SSIM of random pairs; lower is more diverse) and sharpness (mean
+  absolute finite difference, the edge energy an autoencoder's blur removes), each beside the real value.
 """
 
 from __future__ import annotations
@@ -42,6 +45,53 @@ def max_training_correlation(images: Sequence[np.ndarray], training_images: Sequ
     return (synth @ train.T).max(axis=1)
 
 
+def tumour_report(synthetic: Sequence[Pair], real: Sequence[Pair]) -> dict:
+    """Tumour presence, volume (ml, among tumour-bearing cases) and lesion count, synthetic beside real."""
+    def volumes(pairs: Sequence[Pair]) -> np.ndarray:
+        return np.array([float((p.label == 2).sum()) * float(np.prod(p.spacing)) / 1000.0 for p in pairs if p.has_tumour])
+
+    def lesions(pairs: Sequence[Pair]) -> float:
+        counts = [ndimage.label(p.label == 2, structure=np.ones((3, 3, 3)))[1] for p in pairs if p.has_tumour]
+        return float(np.mean(counts)) if counts else float("nan")
+
+    synth_ml, real_ml = volumes(synthetic), volumes(real)
+    ks = stats.ks_2samp(synth_ml, real_ml) if len(synth_ml) >= 2 and len(real_ml) >= 2 else None
+    return {
+        "tumour_fraction_synthetic": float(np.mean([p.has_tumour for p in synthetic])),
+        "tumour_fraction_real": float(np.mean([p.has_tumour for p in real])),
+        "tumour_ml_synthetic_median": float(np.median(synth_ml)) if len(synth_ml) else float("nan"),
+        "tumour_ml_real_median": float(np.median(real_ml)) if len(real_ml) else float("nan"),
+        "tumour_volume_ks": float(ks.statistic) if ks else float("nan"),
+        "tumour_volume_ks_p": float(ks.pvalue) if ks else float("nan"),
+        "lesions_per_tumour_case_synthetic": lesions(synthetic),
+        "lesions_per_tumour_case_real": lesions(real),
+    }
+
+
+def sharpness(images: Sequence[np.ndarray]) -> float:
+    """Mean absolute finite difference over the three axes, averaged over images (blur lowers it)."""
+    values = []
+    for image in images:
+        volume = np.asarray(image, dtype=np.float64).squeeze()
+        values.append(np.mean([np.abs(np.diff(volume, axis=a)).mean() for a in range(volume.ndim)]))
+    return float(np.mean(values))
+
+
+def image_report(synthetic: Sequence[Pair], real: Sequence[Pair], n_pairs: int = 64, seed: int = 0) -> dict:
+    """Diversity (MS-SSIM among samples, lower = more diverse) and sharpness, each beside the real value."""
+    from foscu_bench.metrics.fidelity import mean_ms_ssim
+
+    def stack(pairs: Sequence[Pair]) -> np.ndarray:
+        return np.stack([np.clip(p.image, 0.0, 1.0) for p in pairs]).astype(np.float32)
+
+    return {
+        "ms_ssim_among_synthetic": mean_ms_ssim(stack(synthetic), None, n_pairs, seed),
+        "ms_ssim_among_real": mean_ms_ssim(stack(real), None, n_pairs, seed),
+        "sharpness_synthetic": sharpness([p.image for p in synthetic]),
+        "sharpness_real": sharpness([p.image for p in real]),
+    }
+
+
 def sample_report(synthetic: Sequence[Pair], real: Sequence[Pair], max_voxels: int = 200_000, seed: int = 0) -> dict:
     """All checks in one JSON-able dict."""
     rng = np.random.default_rng(seed)
@@ -64,9 +114,12 @@ def sample_report(synthetic: Sequence[Pair], real: Sequence[Pair], max_voxels: i
         "liver_volume_ks": float(ks.statistic), "liver_volume_ks_p": float(ks.pvalue),
         "liver_components_mean": float(np.mean([c[0] for c in components])),
         "one_dominant_liver_fraction": float(np.mean([c[1] >= DOMINANT_COMPONENT_FRACTION for c in components])),
+        "single_liver_component_fraction": float(np.mean([c[0] == 1 for c in components])),
         "intensity_wasserstein": intensity,
         "max_training_correlation": float(correlation.max()),
         "median_training_correlation": float(np.median(correlation)),
+        **tumour_report(synthetic, real),
+        **image_report(synthetic, real, seed=seed),
     }
 
 
@@ -80,3 +133,13 @@ def image_label_consistency(pairs: Sequence[Pair], model, settings) -> np.ndarra
     from foscu_bench.segmentation import predict
 
     return np.asarray([dice(predict(model, pair.image, settings), pair.label) for pair in pairs], dtype=float)
+
+
+def tumour_consistency(pairs: Sequence[Pair], model, settings) -> np.ndarray:
+    """Tumour Dice of a real-data U-Net on each generated image that carries a tumour label (its generating
+    tumour as reference): whether generated lesions look like lesions to a segmenter trained on real ones."""
+    from foscu_bench.metrics.segmentation import dice
+    from foscu_bench.segmentation import predict
+
+    return np.asarray([dice(predict(model, pair.image, settings) == 2, pair.label == 2)
+                       for pair in pairs if pair.has_tumour], dtype=float)

@@ -283,3 +283,32 @@ def test_dpm_solver_samples_a_ddpm_trained_model(fitted):
     pairs = list(fitted.sample(2, seed=3, sampler="dpm++", steps=6))
     assert len(pairs) == 2 and all(p.meta.get("sampler", "dpm++") == "dpm++" for p in pairs)
     assert all(np.isfinite(p.image).all() and 0 <= p.image.min() and p.image.max() <= 1.0 + 1e-6 for p in pairs)
+
+
+def test_latent_stages_end_with_the_moving_average_of_their_weights():
+    """The EMA run's final weights equal an independent replay of the warm-up EMA over the raw run's trajectory
+    (the average does not change the trajectory itself), and the loss log is the raw run's."""
+    import copy
+    import dataclasses
+
+    from foscu_bench.generators.duo_diffusion.config import config_for
+    from foscu_bench.generators.duo_diffusion.networks import build_diffusion_unet
+    from foscu_bench.generators.duo_diffusion.training import train_diffusion
+
+    config = config_for("tiny", iterations={"label_diffusion": 5})
+    latents = torch.randn((4, config.label_autoencoder.latent_channels, 8, 8, 8), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    initial = build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels)
+    raw_unet, averaged_unet = copy.deepcopy(initial), copy.deepcopy(initial)
+    trajectory = []
+    raw = train_diffusion("label_diffusion", raw_unet, latents, dataclasses.replace(config, ema_decay=0.0), seed=3,
+                          device="cpu", progress=lambda *_: trajectory.append(copy.deepcopy(raw_unet.state_dict())))
+    averaged = train_diffusion("label_diffusion", averaged_unet, latents, config, seed=3, device="cpu")
+    assert averaged["losses"] == raw["losses"]
+    expected = {k: v.clone() for k, v in initial.state_dict().items()}
+    for t, weights in enumerate(trajectory):
+        decay = min(config.ema_decay, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    for key, value in averaged_unet.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(averaged_unet.state_dict()[key], raw_unet.state_dict()[key])

@@ -242,3 +242,55 @@ def test_cond_ddpm_batched_sampling_matches_one_volume_at_a_time(fitted):
     batched = gen.generate_batch(labels, [5, 6])
     np.testing.assert_allclose(batched[1], gen.generate(labels[1], 6), atol=1e-4)
     assert not np.allclose(batched[0], batched[1])
+
+
+def test_tumour_and_image_reports_measure_what_they_say(tiny_split):
+    """Known differences: tumour-free copies have no tumours; blurred images are less sharp; a set of one image
+    repeated has MS-SSIM 1 among its members; the tumour fraction and lesion count match a hand count."""
+    from scipy import ndimage
+
+    from foscu_bench.sample_checks import image_report, sharpness, tumour_report
+
+    _, train = tiny_split
+    real = list(train)
+    no_tumour = [replace(p, label=np.where(p.label == 2, 1, p.label).astype(np.uint8)) for p in real]
+    report = tumour_report(no_tumour, real)
+    assert report["tumour_fraction_synthetic"] == 0.0
+    assert report["tumour_fraction_real"] == pytest.approx(np.mean([p.has_tumour for p in real]))
+    assert np.isnan(report["tumour_volume_ks"])
+    counts = [ndimage.label(p.label == 2, structure=np.ones((3, 3, 3)))[1] for p in real if p.has_tumour]
+    assert report["lesions_per_tumour_case_real"] == pytest.approx(np.mean(counts))
+    same = tumour_report(real, real)
+    assert same["tumour_volume_ks"] == 0.0 and same["tumour_ml_synthetic_median"] == same["tumour_ml_real_median"]
+    blurred = [replace(p, image=ndimage.uniform_filter(p.image, size=(1, 3, 3, 3)).astype(np.float32)) for p in real]
+    assert sharpness([p.image for p in blurred]) < 0.8 * sharpness([p.image for p in real])
+    constant = np.full((1, 4, 4, 4), 0.5)
+    assert sharpness([constant]) == 0.0
+    copies = [replace(p, image=real[0].image) for p in real]
+    images = image_report(copies, real, n_pairs=8)
+    assert images["ms_ssim_among_synthetic"] == pytest.approx(1.0, abs=1e-4)
+    assert images["ms_ssim_among_real"] < 0.99
+
+
+def test_tumour_consistency_scores_only_tumour_cases():
+    import torch
+
+    from foscu_bench.pair import Pair
+    from foscu_bench.sample_checks import tumour_consistency
+
+    class Threshold(torch.nn.Module):  # tumour where the image is above 0.75, liver above 0.25
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            tumour, liver = (x > 0.75).float(), ((x > 0.25) & (x <= 0.75)).float()
+            return torch.cat([1 - tumour - liver, liver, tumour], dim=1)
+
+    label = np.zeros(TINY.shape, np.uint8)
+    label[4:12, 4:12, 4:12] = 1
+    label[6:8, 6:8, 6:8] = 2
+    image = (label / 2.0)[None].astype(np.float32)
+    with_tumour = Pair(image=image, label=label, spacing=TINY.spacing, case_id="a")
+    without = Pair(image=image, label=np.minimum(label, 1), spacing=TINY.spacing, case_id="b")
+    np.testing.assert_allclose(tumour_consistency([with_tumour, without], Threshold(), TINY.segmentation), [1.0])

@@ -66,6 +66,8 @@ class DuoConfig:
     sampling_steps: int = 10
     prediction_type: str = "v_prediction"
     train_timesteps: int = 1000
+    ema_decay: float = 0.999
+    """Exponential moving average of the latent networks' weights (0 = off); see training.py."""
     min_component_fraction: float = 0.1
     """Generated liver components smaller than this fraction of the largest are removed (see postprocess)."""
     checkpoint_every: int = 200
