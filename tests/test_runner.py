@@ -320,3 +320,30 @@ def test_fidelity_is_recomputed_for_a_finished_run_without_touching_its_unets(fi
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["config"]["extractor"] == "foscu-ae3d-corpus"
     assert manifest["invocations"][-1]["fidelity_only"] and manifest["invocations"][-1]["steps_run"] == 1
+
+
+def test_a_changed_generator_redoes_its_steps_not_the_real_only_ones(finished_run, tmp_path, monkeypatch):
+    """Re-running the same command after the generator's code or config changed must not report the old
+    generator's numbers: its fit, samples, U-Nets and fidelity are pending again; real-only U-Nets stay done."""
+    import shutil
+
+    from foscu_bench.runner import RunConfig, fit_cache, prepare
+
+    run_dir, cache = finished_run
+    monkeypatch.setenv("FOSCU_BENCH_CACHE", str(cache))
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    config = RunConfig(generators=("classic-aug",), seeds=2, profile="tiny", controls=False)
+    assert all(p.done for p in prepare(config, copy.parent).plan())
+    original = fit_cache.generator_provenance
+
+    def edited(ctx, name):
+        provenance = dict(original(ctx, name))
+        if name == "classic-aug":
+            provenance["code_fingerprint"] = "edited-source"
+        return provenance
+
+    monkeypatch.setattr(fit_cache, "generator_provenance", edited)
+    pending = {p.step.name for p in prepare(config, copy.parent).plan() if not p.done}
+    assert pending == {"fit/classic-aug", "sample/classic-aug/seed-0", "sample/classic-aug/seed-1",
+                       "unet/classic-aug/seed-0", "unet/classic-aug/seed-1", "fidelity/classic-aug"}

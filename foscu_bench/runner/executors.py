@@ -17,7 +17,7 @@ from foscu_bench.faults import kill_point
 from foscu_bench.generator import sample_validated
 from foscu_bench.hashing import json_hash
 from foscu_bench.runner.fit_cache import downsample, fit_entry, fitted_generator
-from foscu_bench.runner.plan import step_record
+from foscu_bench.runner.plan import current_fit_key, step_record
 from foscu_bench.store import Step, file_sha256, save_synthetic
 
 
@@ -37,7 +37,7 @@ def run_fit(ctx, step: Step, generators: dict) -> dict:
     _generator(ctx, step, generators)
     fit = json.loads(entry.record.read_text())
     return {"fit": {k: v for k, v in fit.items() if k != "train_case_ids"}, "cache_entry": str(entry.directory),
-            "seconds": fit["fit_seconds"], **({"cache_hit": True} if cached else {})}
+            "fit_key": entry.directory.name, "seconds": fit["fit_seconds"], **({"cache_hit": True} if cached else {})}
 
 
 def run_sample(ctx, step: Step, generators: dict) -> dict:
@@ -49,7 +49,7 @@ def run_sample(ctx, step: Step, generators: dict) -> dict:
     path = ctx.layout.synthetic(step.generator, step.seed, step.n_real, step.draw)
     save_synthetic(path, pairs)
     return {"seconds": seconds, "seconds_per_volume": seconds / len(pairs), "n": len(pairs), "seed": step.seed,
-            "sha256": file_sha256(path), "liver_ml": [p.liver_volume_ml for p in pairs],
+            "fit_key": current_fit_key(ctx, step), "sha256": file_sha256(path), "liver_ml": [p.liver_volume_ml for p in pairs],
             "n_with_tumour": sum(p.has_tumour for p in pairs)}
 
 
@@ -150,8 +150,8 @@ def run_fidelity(ctx, step: Step, generators: dict) -> dict:
         _, half_b = split_halves(len(held_out), ctx.config.split_seed)
         report["consistency"] = consistency_report(ctx, synthetic, [held_out_pairs[i] for i in half_b],
                                                    step.n_real, step.draw)
-    return {"generator": step.generator, "extractor": {"name": extractor.name, **extractor.provenance},
-            "report": report, "sampled_for_fidelity": top_up, "held_out_ids": ctx.held_out_ids(),
+    return {"generator": step.generator, "fit_key": current_fit_key(ctx, step),
+            "extractor": {"name": extractor.name, **extractor.provenance}, "report": report, "sampled_for_fidelity": top_up, "held_out_ids": ctx.held_out_ids(),
             "seconds": time.perf_counter() - started}
 
 

@@ -1,13 +1,17 @@
 """The steps of a run, which of them are done (resume checks), and measured time estimates for the rest.
 
 A step is done when its record exists with the current step version and everything it was computed from is
-unchanged: a sample step only while its synthetic set matches the recorded SHA-256, a U-Net on synthetic data
-only while that set is the one it was trained on, fidelity only for the run's extractor.
+unchanged: a fit, its samples and its fidelity only while they come from the fit the generator's current code and
+config would make (the fit-cache key: editing a generator and re-running the same command redoes its steps
+instead of reporting the old generator's numbers), a sample step only while its synthetic set matches the
+recorded SHA-256, a U-Net on synthetic data only while that set is the one it was trained on, fidelity only for
+the run's extractor.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from foscu_bench.store import Step, file_sha256
 from foscu_bench.timings import estimate, machine_id, timing_key
@@ -46,6 +50,8 @@ def step_record(ctx, step: Step) -> dict | None:
     record = ctx.memo.get(("step_record", step)) or ctx.layout.read_step(step)  # the first: a Dask dependency
     if record is None or record.get("step_version") != STEP_VERSIONS[step.kind]:
         return None
+    if step.generator and step.kind != "unet" and recorded_fit_key(record) != current_fit_key(ctx, step):
+        return None  # made by another version of the generator (code, config) than the one installed now
     if step.kind == "fidelity" and record.get("extractor", {}).get("name") != ctx.config.extractor:
         return None
     if step.kind == "sample" and not _synthetic_intact(ctx, step, record):
@@ -55,6 +61,21 @@ def step_record(ctx, step: Step) -> dict | None:
         if sample is None or sample["sha256"] != record["synthetic_sha256"]:
             return None  # trained on a synthetic set that no longer exists
     return record
+
+
+def current_fit_key(ctx, step: Step) -> str:
+    """The fit-cache key of the fit behind ``step`` (the name of its cache entry) with the code installed now."""
+    from foscu_bench.runner.fit_cache import fit_entry
+
+    return fit_entry(ctx, step.generator, step.n_real, step.draw).directory.name
+
+
+def recorded_fit_key(record: dict) -> str | None:
+    """The fit key a fit, sample or fidelity record was made with (fit records before it was stored: the name of
+    their cache entry; older sample and fidelity records have none and are redone)."""
+    if "fit_key" in record:
+        return record["fit_key"]
+    return Path(record["cache_entry"]).name if "cache_entry" in record else None
 
 
 def stamp_record(record: dict, step: Step, threads: int) -> dict:
