@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -179,6 +180,15 @@ class GeneratorBase:
         if "profile_content" in config and generator.profile.content() != config["profile_content"]:
             raise CheckpointError(f"{directory}: fitted at a {config['profile']!r} profile whose sizes differ from "
                                   f"this version's; fit again")
+        if "generator_config" in config:
+            from foscu_bench.store import _json_default
+
+            current = json.loads(json.dumps(generator.config(generator.profile), default=_json_default))
+            changed = sorted(k for k in set(current) | set(config["generator_config"])
+                             if current.get(k) != config["generator_config"].get(k))
+            if changed:
+                raise CheckpointError(f"{directory}: fitted with another {cls.name!r} configuration than this version's "
+                                      f"(differs in {', '.join(changed)}); fit again")
         generator.fit_seed = config["fit_seed"]
         generator.train_case_ids = list(config["train_case_ids"])
         generator.device = str(device)

@@ -142,6 +142,14 @@ def test_checkpoints_refuse_pickle_and_tampering(fitted, tmp_path):
     save_checkpoint(tmp_path / "other", {"maps": np.zeros((1, 2, 2, 2), np.uint8)}, {"generator": "synthseg"})
     with pytest.raises(CheckpointError, match="not 'cond-gan'"):
         G.load("cond-gan", tmp_path / "other")
+    # a checkpoint fitted with another configuration of the same generator (sizes changed since): a clear refusal,
+    # not a tensor-shape error from deep inside torch
+    gen.save(tmp_path / "older")
+    record = json.loads((tmp_path / "older" / "config.json").read_text())
+    record["config"]["generator_config"]["an_older_size"] = 3
+    save_checkpoint(tmp_path / "older", load_checkpoint(tmp_path / "older")[0], record["config"])
+    with pytest.raises(CheckpointError, match="another 'cond-gan' configuration .*differs in an_older_size.*fit again"):
+        G.load("cond-gan", tmp_path / "older")
     # a config that is not JSON
     (tmp_path / "other" / "config.json").write_text("{")
     with pytest.raises(CheckpointError, match="not valid JSON"):
