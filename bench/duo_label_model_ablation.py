@@ -7,7 +7,8 @@ On the fitted generator's label autoencoder and training cases, each variant (``
 model from scratch on one thread, samples ``--n`` labels with the default sampler (same noise for every variant)
 and compares them, and the fitted model's samples, with the training labels: liver volume (mean, sd, KS), surface
 fraction (voxels on the liver surface / liver voxels: how irregular the shapes are), tumour presence, tumour
-volume and lesion count. The label autoencoder's reconstructions of the training labels are the reference a
+volume, lesion count, and the median Dice of each label with its nearest training label (memorisation; held-out
+real labels give the value a model that does not copy should stay near). The label autoencoder's reconstructions of the training labels are the reference a
 perfect latent model reaches.
 """
 
@@ -29,10 +30,12 @@ from foscu_bench.generators.duo_diffusion import networks
 from foscu_bench.generators.duo_diffusion.generator import one_hot, postprocess_label
 from foscu_bench.generators.duo_diffusion.sampling import denoise
 from foscu_bench.generators.duo_diffusion.training import train_diffusion
+from foscu_bench.sample_checks import nearest_training_dice
 from foscu_bench.store import atomic_write_json
 
 
-def label_statistics(labels: np.ndarray, reference_ml: np.ndarray | None, voxel_ml: float) -> dict:
+def label_statistics(labels: np.ndarray, reference_ml: np.ndarray | None, voxel_ml: float,
+                     training: np.ndarray | None = None) -> dict:
     liver = labels > 0
     ml = liver.sum((1, 2, 3)) * voxel_ml
     surface = [float((m & ~ndimage.binary_erosion(m)).sum() / max(m.sum(), 1)) for m in liver]
@@ -43,6 +46,8 @@ def label_statistics(labels: np.ndarray, reference_ml: np.ndarray | None, voxel_
            "surface_fraction": float(np.mean(surface)), "tumour_fraction": float(tumour.any((1, 2, 3)).mean()),
            "tumour_ml_median": float(np.median(tumour_ml)) if len(tumour_ml) else float("nan"),
            "lesions_per_tumour_case": float(np.mean(lesions)) if lesions else float("nan"), "n": int(len(labels))}
+    if training is not None:
+        out["nearest_training_dice_median"] = float(np.median(nearest_training_dice(labels, training)))
     if reference_ml is not None:
         test = stats.ks_2samp(ml, reference_ml)
         out.update(liver_volume_ks=float(test.statistic), liver_volume_ks_p=float(test.pvalue))
@@ -67,7 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/duo_label_model_ablation_quick.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    _, _, train = training_split("phantom", args.profile)
+    ds, split, train = training_split("phantom", args.profile)
     gen = G.load("duo-diffusion", args.fitted)
     real = [p for p in train if p.case_id in set(gen.train_case_ids)]
     voxel_ml = float(np.prod(real[0].spacing)) / 1000.0
@@ -77,11 +82,13 @@ def main() -> None:
     with torch.no_grad():
         latents = torch.cat([autoencoder.encode(one_hot(labels[i:i + 4]))[0] for i in range(0, len(labels), 4)])
         reconstructed = torch.cat([autoencoder.decode(latents[i:i + 4]) for i in range(0, len(latents), 4)])
+    held_out = np.stack([p.label for p in ds.pairs(split.test)[:args.n]])
     results = {"training_labels": label_statistics(labels, None, voxel_ml),
+               "held_out_labels": label_statistics(held_out, real_ml, voxel_ml, labels),
                "autoencoder_reconstruction": label_statistics(reconstructed.argmax(1).numpy(), real_ml, voxel_ml)}
     latents = latents * gen.scale["label"]
     results["fitted"] = label_statistics(sample_labels(gen.modules["label_unet"], config, gen.scale["label"], autoencoder,
-                                                       latents.shape[1:], args.n), real_ml, voxel_ml)
+                                                       latents.shape[1:], args.n), real_ml, voxel_ml, labels)
     print(json.dumps(results), flush=True)
     for variant in args.variants:
         settings = dict(item.split("=") for item in variant.split(";") if item)
@@ -96,7 +103,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         sampled = sample_labels(unet, variant_config, gen.scale["label"], autoencoder, latents.shape[1:], args.n)
         results[variant] = {"seconds": seconds, "final_loss": float(np.mean(log["losses"][-200:])),
-                            **label_statistics(sampled, real_ml, voxel_ml)}
+                            **label_statistics(sampled, real_ml, voxel_ml, labels)}
         print(json.dumps({variant: results[variant]}), flush=True)
     atomic_write_json(args.out, {"fitted": str(args.fitted), "n_train": len(real), "results": results})
 

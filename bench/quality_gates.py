@@ -7,7 +7,8 @@ For each saved generator: sample ``--n`` pairs (seed 1) and compare them with th
 (its ``train_case_ids``): liver volume (KS), connectivity, tumour presence / volume / lesion count, intensity
 distances, diversity (MS-SSIM among samples) and sharpness; image-label consistency (liver Dice of a real-only
 U-Net on the generated images against their generating labels) and tumour Dice (the same U-Net's tumour class on
-generated tumours). The real test cases give both ceilings. Duo-Diffusion also reports where label volume is lost
+generated tumours). The real test cases give both ceilings. Memorisation: each sample's nearest training label
+(Dice) and image (correlation), beside the same for held-out real cases. Duo-Diffusion also reports where label volume is lost
 (label-autoencoder reconstruction of its training labels, post-processing) and the per-volume scale of its
 training latents. Writes a figure of real and generated pairs, interleaved, per generator into paper_figures/.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from bench_setup import reference_unet, training_split
 from foscu_bench import generator as G
 from foscu_bench.preview import pick_preview_cases, save_preview
-from foscu_bench.sample_checks import image_label_consistency, sample_report, tumour_consistency
+from foscu_bench.sample_checks import image_label_consistency, memorisation_report, sample_report, tumour_consistency
 from foscu_bench.store import atomic_write_json
 
 
@@ -98,7 +99,8 @@ def main() -> None:
         results[key] = {"consistency": summary(image_label_consistency(pairs, unet, settings)),
                         "tumour_dice": summary(tumour_consistency(pairs, unet, settings)),
                         "n_real_cases_fitted": len(real), "sampler": args.sampler, "steps": args.steps,
-                        "sample_seconds_per_volume": seconds, "figure": str(figure), **sample_report(pairs, real)}
+                        "sample_seconds_per_volume": seconds, "figure": str(figure), **sample_report(pairs, real),
+                        **memorisation_report(pairs, real, test[:len(pairs)])}
         if name.startswith("duo-diffusion"):
             results[key]["diagnostics"] = duo_diagnostics(gen, real)
         print(json.dumps({key: results[key]}, default=float), flush=True)

@@ -45,6 +45,28 @@ def max_training_correlation(images: Sequence[np.ndarray], training_images: Sequ
     return (synth @ train.T).max(axis=1)
 
 
+def nearest_training_dice(labels: Sequence[np.ndarray], training_labels: Sequence[np.ndarray]) -> np.ndarray:
+    """For each label, the liver Dice with the most similar training label (1 = a copy of a training label)."""
+    a = np.stack([np.asarray(l) > 0 for l in labels]).reshape(len(labels), -1).astype(np.float64)
+    b = np.stack([np.asarray(l) > 0 for l in training_labels]).reshape(len(training_labels), -1).astype(np.float64)
+    return (2 * (a @ b.T) / np.maximum(a.sum(1)[:, None] + b.sum(1)[None, :], 1.0)).max(axis=1)
+
+
+def memorisation_report(synthetic: Sequence[Pair], training: Sequence[Pair], held_out: Sequence[Pair]) -> dict:
+    """How close samples come to the training cases, beside how close unseen real cases come: a generator that
+    does not copy stays near the held-out values (labels: nearest-training Dice; images: highest correlation)."""
+    train_labels, train_images = [p.label for p in training], [p.image for p in training]
+    return {
+        "nearest_training_dice_median": float(np.median(nearest_training_dice([p.label for p in synthetic], train_labels))),
+        "nearest_training_dice_median_held_out": float(np.median(nearest_training_dice([p.label for p in held_out],
+                                                                                       train_labels))),
+        "training_correlation_median": float(np.median(max_training_correlation([p.image for p in synthetic],
+                                                                                train_images))),
+        "training_correlation_median_held_out": float(np.median(max_training_correlation([p.image for p in held_out],
+                                                                                         train_images))),
+    }
+
+
 def tumour_report(synthetic: Sequence[Pair], real: Sequence[Pair]) -> dict:
     """Tumour presence, volume (ml, among tumour-bearing cases) and lesion count, synthetic beside real."""
     def volumes(pairs: Sequence[Pair]) -> np.ndarray:

@@ -302,3 +302,22 @@ def test_tumour_consistency_scores_only_tumour_cases():
     with_tumour = Pair(image=image, label=label, spacing=TINY.spacing, case_id="a")
     without = Pair(image=image, label=np.minimum(label, 1), spacing=TINY.spacing, case_id="b")
     np.testing.assert_allclose(tumour_consistency([with_tumour, without], Threshold(), TINY.segmentation), [1.0])
+
+
+def test_memorisation_report_tells_copies_from_new_cases(tiny_split):
+    """Copies of training pairs score 1 on both nearest-training measures; unseen real cases score lower."""
+    from foscu_bench.sample_checks import memorisation_report, nearest_training_dice
+
+    _, train = tiny_split
+    real = list(train)
+    training, unseen = real[: len(real) // 2], real[len(real) // 2:]
+    report = memorisation_report(training, training, unseen)
+    assert report["nearest_training_dice_median"] == pytest.approx(1.0)
+    assert report["training_correlation_median"] == pytest.approx(1.0)
+    assert report["nearest_training_dice_median_held_out"] < 0.99
+    assert report["training_correlation_median_held_out"] < 0.99
+    cube = np.zeros((6, 6, 6), np.uint8)
+    cube[:2] = 1
+    half = np.zeros_like(cube)
+    half[:1] = 1
+    np.testing.assert_allclose(nearest_training_dice([half], [cube]), [2 * 36 / (36 + 72)])
