@@ -101,12 +101,12 @@ CONFIGS: dict[str, DuoConfig] = {
                       iterations=_iterations(200, 300, 200), batch_size=4),
     # quick latent stages: batch 4 x 3000 (ControlNet 4 x 2250) iterations, 3x (3x) the samples of the first
     # version's 2 x 2000 (2 x 1500), whose losses were still falling and whose label samples had a third of the
-    # real spread of liver volume; a batch of 4 costs 1.4x a batch of 2 on one CPU thread. The image latent has 8
-    # channels: autoencoder reconstructions of held-out cases are 2 Dice points more consistent with their labels
-    # than with 3, at the same cost; a patch-adversarial weight of 0.01 makes them as sharp as the real images
-    # (0.93 vs 0.79 of the input's edge energy) and as diverse (MS-SSIM 0.33 vs real 0.32) at equal consistency,
-    # for 11% more autoencoder time; a weight of 0.05 (3 channels) cost 6 points of consistency
-    # (bench/results/duo_autoencoder_variants_quick.json).
+    # real spread of liver volume (bench/results/duo_label_model_ablation_quick.json); a batch of 4 costs 1.4x a
+    # batch of 2 on one CPU thread. The image latent has 8 channels: autoencoder reconstructions of held-out cases
+    # are 1.8 Dice points more consistent with their labels than with 3, at the same cost; a patch-adversarial
+    # weight of 0.01 sharpens them (edge energy 0.81-0.92 of the input's vs 0.79) for 0.7 points of that
+    # consistency and 11% more autoencoder time; 0.05 cost 6 points (bench/results/duo_autoencoder_variants_quick.json).
+    # At 16 real cases these budgets make the latent models reproduce training cases (quality_quick.json).
     "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32, 64), 3),
                        image_autoencoder=AutoencoderSize((16, 32, 64), 8),
                        diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),
