@@ -30,7 +30,7 @@ from foscu_bench.generators.duo_diffusion import networks
 from foscu_bench.generators.duo_diffusion.generator import one_hot, postprocess_label
 from foscu_bench.generators.duo_diffusion.sampling import denoise
 from foscu_bench.generators.duo_diffusion.training import train_diffusion
-from foscu_bench.sample_checks import nearest_training_dice
+from foscu_bench.sample_checks import lesions_per_tumour_case, nearest_training_dice, tumour_volumes_ml
 from foscu_bench.store import atomic_write_json
 
 
@@ -39,13 +39,11 @@ def label_statistics(labels: np.ndarray, reference_ml: np.ndarray | None, voxel_
     liver = labels > 0
     ml = liver.sum((1, 2, 3)) * voxel_ml
     surface = [float((m & ~ndimage.binary_erosion(m)).sum() / max(m.sum(), 1)) for m in liver]
-    tumour = labels == 2
-    tumour_ml = tumour.sum((1, 2, 3))[tumour.any((1, 2, 3))] * voxel_ml
-    lesions = [ndimage.label(t, structure=np.ones((3, 3, 3)))[1] for t in tumour if t.any()]
+    tumour_ml = tumour_volumes_ml(labels, voxel_ml)
     out = {"liver_ml_mean": float(ml.mean()), "liver_ml_sd": float(ml.std(ddof=1)),
-           "surface_fraction": float(np.mean(surface)), "tumour_fraction": float(tumour.any((1, 2, 3)).mean()),
+           "surface_fraction": float(np.mean(surface)), "tumour_fraction": float((labels == 2).any((1, 2, 3)).mean()),
            "tumour_ml_median": float(np.median(tumour_ml)) if len(tumour_ml) else float("nan"),
-           "lesions_per_tumour_case": float(np.mean(lesions)) if lesions else float("nan"), "n": int(len(labels))}
+           "lesions_per_tumour_case": lesions_per_tumour_case(labels), "n": int(len(labels))}
     if training is not None:
         out["nearest_training_dice_median"] = float(np.median(nearest_training_dice(labels, training)))
     if reference_ml is not None:

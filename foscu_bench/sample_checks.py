@@ -67,14 +67,25 @@ def memorisation_report(synthetic: Sequence[Pair], training: Sequence[Pair], hel
     }
 
 
+def tumour_volumes_ml(labels: Sequence[np.ndarray], voxel_ml: Sequence[float] | float) -> np.ndarray:
+    """Tumour volume in ml of each label that has a tumour (``voxel_ml``: one value, or one per label)."""
+    voxel_ml = np.broadcast_to(np.asarray(voxel_ml, dtype=float), (len(labels),))
+    return np.array([float((np.asarray(l) == 2).sum()) * v for l, v in zip(labels, voxel_ml) if np.any(np.asarray(l) == 2)])
+
+
+def lesions_per_tumour_case(labels: Sequence[np.ndarray]) -> float:
+    """Mean number of 26-connected tumour components among labels with a tumour (NaN when none has one)."""
+    counts = [ndimage.label(np.asarray(l) == 2, structure=np.ones((3, 3, 3)))[1] for l in labels if np.any(np.asarray(l) == 2)]
+    return float(np.mean(counts)) if counts else float("nan")
+
+
 def tumour_report(synthetic: Sequence[Pair], real: Sequence[Pair]) -> dict:
     """Tumour presence, volume (ml, among tumour-bearing cases) and lesion count, synthetic beside real."""
     def volumes(pairs: Sequence[Pair]) -> np.ndarray:
-        return np.array([float((p.label == 2).sum()) * float(np.prod(p.spacing)) / 1000.0 for p in pairs if p.has_tumour])
+        return tumour_volumes_ml([p.label for p in pairs], [float(np.prod(p.spacing)) / 1000.0 for p in pairs])
 
     def lesions(pairs: Sequence[Pair]) -> float:
-        counts = [ndimage.label(p.label == 2, structure=np.ones((3, 3, 3)))[1] for p in pairs if p.has_tumour]
-        return float(np.mean(counts)) if counts else float("nan")
+        return lesions_per_tumour_case([p.label for p in pairs])
 
     synth_ml, real_ml = volumes(synthetic), volumes(real)
     ks = stats.ks_2samp(synth_ml, real_ml) if len(synth_ml) >= 2 and len(real_ml) >= 2 else None
