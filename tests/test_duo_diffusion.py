@@ -46,6 +46,7 @@ def test_save_load_sample_identical_and_samplers(fitted, tmp_path):
     first = G.sample_validated(fitted, 2, seed=3, shape=TINY.shape)
     fitted.save(tmp_path / "ckpt")
     loaded = G.load("duo-diffusion", tmp_path / "ckpt")
+    assert loaded.min_tumour_voxels == fitted.min_tumour_voxels > 0
     again = G.sample_validated(loaded, 2, seed=3, shape=TINY.shape)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a.image, b.image)
@@ -140,6 +141,53 @@ def test_postprocess_removes_small_components_and_stray_tumour():
     out = postprocess_label(label, 0.1)
     assert out[16:18, 16:18, 16:18].sum() == 0 and out[0, 19, 19] == 0
     assert (out == 2).sum() == 8 and (out > 0).sum() == 1000
+
+
+def test_tumours_smaller_than_any_training_tumour_become_liver():
+    from foscu_bench.generators.duo_diffusion.augmentation import smallest_tumour_component
+
+    training = np.zeros((2, 20, 20, 20), np.uint8)
+    training[:, 2:14, 2:14, 2:14] = 1
+    training[0, 3:5, 3:5, 3:5] = 2          # 8 voxels
+    training[1, 8:11, 8:11, 8:11] = 2       # 27 voxels
+    training[1, 12, 12, 12] = 2             # 1 voxel, two voxels away from the 27: a tumour of its own
+    assert smallest_tumour_component(training) == 1
+    assert smallest_tumour_component(training[:1]) == 8
+    assert smallest_tumour_component(np.minimum(training, 1)) == 0
+    generated = np.zeros((20, 20, 20), np.uint8)
+    generated[2:14, 2:14, 2:14] = 1
+    generated[3:5, 3:5, 3:5] = 2            # 8 voxels: kept at threshold 8
+    generated[8:10, 8:10, 8] = 2            # 4 voxels: below 8 -> liver
+    out = postprocess_label(generated, 0.1, min_tumour_voxels=8)
+    assert (out == 2).sum() == 8 and out[8:10, 8:10, 8].tolist() == [[1, 1], [1, 1]]
+    assert (out > 0).sum() == (generated > 0).sum()  # tumours become liver, never background
+    assert (postprocess_label(generated, 0.1, min_tumour_voxels=20 ** 3 + 1) == 2).sum() == 0
+
+
+def test_deformed_copies_are_consistent_pairs_and_reproducible(train):
+    from foscu_bench.generator import training_arrays
+    from foscu_bench.generators.duo_diffusion.augmentation import with_deformed_copies
+
+    images, labels = training_arrays(train)
+    images, labels = images[:3], labels[:3]
+    more_images, more_labels = with_deformed_copies(images, labels, 2, 1.0, seed=5)
+    assert more_images.shape == (9, *images.shape[1:]) and more_labels.dtype == np.uint8
+    np.testing.assert_array_equal(more_images[:3], images)  # the real pairs come first, untouched
+    np.testing.assert_array_equal(more_labels[:3], labels)
+    again_images, again_labels = with_deformed_copies(images, labels, 2, 1.0, seed=5)
+    np.testing.assert_array_equal(again_labels, more_labels)
+    np.testing.assert_allclose(again_images, more_images)
+    assert not any(np.array_equal(more_labels[3 + k], labels[k // 2]) for k in range(6)), "copies must be deformed"
+    # one deformation for image and label: an image that *is* its label mask stays its label mask
+    masks = (labels > 0).astype(np.float32)
+    deformed_masks, deformed_labels = with_deformed_copies(masks, labels, 2, 1.0, seed=5)
+    for mask, label in zip(deformed_masks[3:], deformed_labels[3:]):
+        organ = label > 0
+        dice = 2 * ((mask > 0.5) & organ).sum() / ((mask > 0.5).sum() + organ.sum())
+        assert dice > 0.9, dice
+        assert 0.0 <= mask.min() and mask.max() <= 1.0
+    with pytest.raises(AssertionError):  # a different seed gives other copies
+        np.testing.assert_array_equal(with_deformed_copies(images, labels, 2, 1.0, seed=6)[1], more_labels)
 
 
 def test_cached_control_embedding_is_exact_and_restored(fitted):
