@@ -284,13 +284,21 @@ def calibration_line(stats: dict) -> str:
 
     positive_mde = (c.get("positive") or {}).get("mde")
     mde = "-" if positive_mde is None else f"{100 * positive_mde:.2f}"
+    design = stats.get("design", {}).get(level) or {}
+    design_part = ""
+    if design.get("mde") is not None:
+        seeds = design.get("seeds_for_target")
+        design_part = (f"; design minimum detectable effect {100 * design['mde']:.2f} pts at {design['n_seeds']} seeds "
+                       f"(variance pooled over {design['n_arms']} arms), "
+                       + (f"{seeds} seeds would detect {100 * design['target']:.2f}" if seeds else
+                          f"no seed count up to 100 detects {100 * design['target']:.2f}"))
     generator_mdes = ", ".join(
         f"{name} {100 * block['mde']:.2f}" for name, v in stats.get("generators", {}).items()
         if v.get("kind") != "control" and (block := v.get("levels", {}).get(level)) and block.get("mde") is not None)
     verdict = "calibration passed" if c.get("passed") else "CALIBRATION FAILED: do not trust a null result"
     return (f"calibration at {level} real cases: {part('positive', c['positive'], 'positive_detected')}; "
             f"{part('negative', c['negative'], 'negative_detected')}; minimum detectable effect {mde} pts "
-            f"(positive control; passed needs its delta >= 2x this)"
+            f"(positive control){design_part}; passed needs the positive delta >= 2x the larger of the two"
             + (f"; generators' minimum detectable effects: {generator_mdes} pts" if generator_mdes else "")
             + f"; {verdict}")
 

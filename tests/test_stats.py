@@ -117,6 +117,33 @@ def test_crossed_mde_gives_the_power_it_promises_and_shrinks_with_the_design():
     assert crossed_mde(var_case, var_seed, var_res, 10 ** 6, 5) > 2.8 * 0.006 / np.sqrt(5)
 
 
+def test_pooled_design_recovers_the_seed_variance_one_arm_misses():
+    """Eight arms sharing one design (112 cases x 5 seeds, true seed sd 0.7 pts): single arms estimate the seed
+    variance from 4 degrees of freedom and some come out near zero (an MDE far too small); the pool of all arms is
+    close to the truth, and the seed count it asks for does reach the target."""
+    from foscu_bench.stats import pooled_design
+
+    rng = np.random.default_rng(7)
+    n_cases, n_seeds, n_arms = 112, 5, 8
+    truth = {"var_case": 0.013 ** 2, "var_seed": 0.007 ** 2, "var_residual": 0.022 ** 2}
+    arms = []
+    for _ in range(n_arms):
+        d = (rng.normal(0, 0.013, (n_cases, 1)) + rng.normal(0, 0.007, (1, n_seeds))
+             + rng.normal(0, 0.022, (n_cases, n_seeds)))
+        r = crossed_random_effects(d)
+        arms.append({"var_case": r.var_case, "var_seed": r.var_seed, "var_residual": r.var_residual})
+    true_mde = crossed_mde(*truth.values(), n_cases, n_seeds)
+    design = pooled_design(arms, n_cases, n_seeds, target=0.0067)
+    assert design["n_arms"] == n_arms and design["mde"] == pytest.approx(true_mde, rel=0.25)
+    single = [crossed_mde(a["var_case"], a["var_seed"], a["var_residual"], n_cases, n_seeds) for a in arms]
+    assert max(single) / min(single) > 1.4  # one arm's MDE is a noisy estimate of the design's
+    seeds = design["seeds_for_target"]
+    pooled = (design["var_case"], design["var_seed"], design["var_residual"])
+    assert crossed_mde(*pooled, n_cases, seeds) <= 0.0067 < crossed_mde(*pooled, n_cases, seeds - 1)
+    assert pooled_design(arms, n_cases, n_seeds, target=1e-9, max_seeds=20)["seeds_for_target"] is None
+    assert pooled_design([], n_cases, n_seeds) == {}
+
+
 def test_mde_is_exact_noncentral_t_and_matches_simulated_power():
     sd, n = 0.02, 15
     mde = minimum_detectable_effect(sd, n)

@@ -66,8 +66,10 @@ class DuoConfig:
     sampling_steps: int = 10
     prediction_type: str = "v_prediction"
     train_timesteps: int = 1000
-    deformed_copies: int = 0
-    """Deformed copies of every real training pair added to every stage's training set (augmentation.py)."""
+    label_deformed_copies: int = 0
+    """Deformed copies of every real training label added to the label stages' training set (augmentation.py)."""
+    image_deformed_copies: int = 0
+    """Deformed copies of every real training pair added to the image stages' training set (augmentation.py)."""
     deformation_strength: float = 1.0
     """Strength of those deformations (``conditioning.deformation_transform``; 1 = the deformation the
     label-conditioned baselines and the real-labels ablation draw their conditioning with)."""
@@ -103,7 +105,8 @@ CONFIGS: dict[str, DuoConfig] = {
     "tiny": DuoConfig(label_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
                       image_autoencoder=AutoencoderSize((8, 16), 2, norm_num_groups=4),
                       diffusion=DiffusionSize((16, 32), norm_num_groups=8),
-                      iterations=_iterations(200, 300, 200), batch_size=4, deformed_copies=1),
+                      iterations=_iterations(200, 300, 200), batch_size=4, label_deformed_copies=1,
+                      image_deformed_copies=1),
     # quick latent stages: batch 4 x 3000 (ControlNet 4 x 2250) iterations, 3x (3x) the samples of the first
     # version's 2 x 2000 (2 x 1500), whose losses were still falling and whose label samples had a third of the
     # real spread of liver volume (bench/results/duo_label_model_ablation_quick.json); a batch of 4 costs 1.4x a
@@ -117,7 +120,7 @@ CONFIGS: dict[str, DuoConfig] = {
                        image_autoencoder=AutoencoderSize((16, 32, 64), 8),
                        diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),
                        iterations=_iterations(1000, 3000, 2250), batch_size=2, diffusion_batch_size=4,
-                       adversarial_weight=0.01, deformed_copies=4),
+                       adversarial_weight=0.01, label_deformed_copies=4, image_deformed_copies=4),
     "paper": DuoConfig(label_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        image_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        diffusion=DiffusionSize((64, 128, 256), num_res_blocks=2, norm_num_groups=32,

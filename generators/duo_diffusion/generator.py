@@ -6,8 +6,9 @@ them, and renders each image *conditioned on its label*. ``duo-diffusion-real-la
 stage 1 and conditions stage 2 on deformed real training labels, like the label-conditioned baselines; the
 difference between the two measures what generating new anatomy is worth.
 
-Every stage trains on the real training pairs plus ``deformed_copies`` deformed copies of each (augmentation.py:
-at a full budget and 16 real cases the latent models otherwise reproduce their training cases).
+The label stages train on the real training labels plus ``label_deformed_copies`` deformed copies of each, the
+image stages on the real pairs plus ``image_deformed_copies`` deformed copies (augmentation.py: at a full budget
+and 16 real cases the latent models otherwise reproduce their training cases).
 
 Label post-processing (documented choice): the decoded one-hot is arg-maxed; liver components (26-connected,
 liver + tumour) smaller than ``min_component_fraction`` of the largest are removed; tumour voxels outside the kept
@@ -70,11 +71,14 @@ class DuoDiffusion(GeneratorBase):
 
     def __init__(self, scheduler: str | None = None, sampling_steps: int | None = None,
                  iterations: dict | None = None, checkpoint_every: int | None = None,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, label_deformed_copies: int | None = None,
+                 image_deformed_copies: int | None = None, deformation_strength: float | None = None) -> None:
         super().__init__()
         self.overrides = {k: v for k, v in {"scheduler": scheduler, "sampling_steps": sampling_steps,
                                             "iterations": iterations, "checkpoint_every": checkpoint_every,
-                                            "precision": precision}.items()
+                                            "precision": precision, "label_deformed_copies": label_deformed_copies,
+                                            "image_deformed_copies": image_deformed_copies,
+                                            "deformation_strength": deformation_strength}.items()
                           if v is not None}
         self.duo_config: DuoConfig | None = None
         self.modules: dict = {}
@@ -101,7 +105,8 @@ class DuoDiffusion(GeneratorBase):
 
     def settings(self) -> dict:
         return {key: self.overrides.get(key)
-                for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every", "precision")}
+                for key in ("scheduler", "sampling_steps", "iterations", "checkpoint_every", "precision",
+                            "label_deformed_copies", "image_deformed_copies", "deformation_strength")}
 
     def config(self, profile=None) -> dict:
         """Every size, budget and loss weight at ``profile`` (``DuoConfig`` with the overrides applied)."""
@@ -117,16 +122,18 @@ class DuoDiffusion(GeneratorBase):
         torch.manual_seed(seed)
         modules = {k: v.to(dev) for k, v in self._build_all(config).items()}
         real_images, real_labels = training_arrays(train)
-        images, labels = with_deformed_copies(real_images, real_labels, config.deformed_copies,
-                                              config.deformation_strength, seed)
         ckpt = Path(work_dir) if work_dir else None
         if self.generates_labels:
+            _, labels = with_deformed_copies(real_images, real_labels, config.label_deformed_copies,
+                                             config.deformation_strength, seed)
             onehot = one_hot(labels)
             self.logs["label_autoencoder"] = train_autoencoder("label_autoencoder", modules["label_autoencoder"], onehot,
                                                                config, seed, dev, ckpt, progress)
             latents, self.scale["label"] = self._encode(modules["label_autoencoder"], onehot, dev)
             self.logs["label_diffusion"] = train_diffusion("label_diffusion", modules["label_unet"], latents, config,
                                                            seed, dev, ckpt, progress)
+        images, labels = with_deformed_copies(real_images, real_labels, config.image_deformed_copies,
+                                              config.deformation_strength, seed)
         image_tensor = torch.from_numpy(images[:, None])
         discriminator = networks.build_discriminator().to(dev) if config.adversarial_weight > 0 else None
         self.logs["image_autoencoder"] = train_autoencoder("image_autoencoder", modules["image_autoencoder"], image_tensor,
