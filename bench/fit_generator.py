@@ -34,7 +34,9 @@ def main() -> None:
     if args.cases_from is not None:
         from foscu_bench.data.splits import TrainingSet
 
-        cases = set(json.loads((args.cases_from / "config.json").read_text())["train_case_ids"])
+        from foscu_bench.checkpoint import load_checkpoint
+
+        cases = set(load_checkpoint(args.cases_from)[1]["train_case_ids"])
         train = TrainingSet([p for p in train if p.case_id in cases], split)
     options = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
     if args.precision:
