@@ -36,7 +36,7 @@ def _secondary() -> list[str]:
 
 def data_columns() -> list[str]:
     columns = ["rank", "generator", "kind", "n_real", "delta_dice_mean", "ci_low", "ci_high", "p_value", "p_holm",
-               "dice_mean", "real_dice_mean", "mde", "equivalent", "equivalent_ci_low", "equivalent_ci_high"]
+               "dice_mean", "real_dice_mean", "mde", "var_case", "var_seed", "var_residual", "equivalent", "equivalent_ci_low", "equivalent_ci_high"]
     for column in _secondary():
         columns += [f"delta_{column}", f"delta_{column}_ci_low", f"delta_{column}_ci_high", f"p_holm_{column}"]
     return columns + ["fid", "fid_floor", "fid_excess", "fid_excess_ci_low", "fid_excess_ci_high", "fd_infinity",
@@ -101,6 +101,7 @@ def _group_rows(group: RunGroup) -> list[dict]:
                        "ci_low": block["ci_low"], "ci_high": block["ci_high"], "p_value": block["p_value"],
                        "p_holm": block["p_holm"], "dice_mean": block["dice_mean"], "mde": block["mde"],
                        "n_seeds": block["n_seeds"], "n_cases": block["n_cases"],
+                       **{k: block["metrics"][PRIMARY][k] for k in ("var_case", "var_seed", "var_residual")},
                        "holm_family_size": block["metrics"][PRIMARY]["holm_family_size"],
                        "equivalent": worth.get("equivalent"), "equivalent_ci_low": worth.get("ci_low"),
                        "equivalent_ci_high": worth.get("ci_high"),
@@ -286,7 +287,28 @@ def _footnote(rows: list[dict]) -> str:
              f"(see the CSV's extractor column)." if len(extractors) > 1 else "")
     return (f"Comparability key `{rows[0]['comparability_key']}` ({rows[0]['dataset']} / {rows[0]['profile']}); "
             f"Holm family: the {family} generator(s) of this group at each level (controls: their own family). "
+            f"{_design_text(rows)}"
             f"Computed by foscu-bench from the per-case rows of {len(runs)} run(s): {', '.join(runs)}.{mixed}")
+
+
+def _design_text(rows: list[dict]) -> str:
+    """Per level, the minimum detectable effect of the design, variance pooled over its arms (``pooled_design``)."""
+    from foscu_bench.results import PAPER_EFFECT
+    from foscu_bench.stats import pooled_design
+
+    parts = []
+    for level in sorted({row["n_real"] for row in rows if row.get("kind") != "reference"}):
+        arms = [row for row in rows if row["n_real"] == level and row.get("kind") != "reference"
+                and row.get("var_seed") is not None]
+        design = pooled_design(arms, arms[0]["n_cases"], arms[0]["n_seeds"], target=PAPER_EFFECT) if arms else {}
+        if design:
+            seeds = design["seeds_for_target"]
+            parts.append(f"{level} real cases {100 * design['mde']:.2f} pts at {design['n_seeds']} seeds "
+                         f"({seeds if seeds else '>100'} seeds for {100 * PAPER_EFFECT:.2f})")
+    if not parts:
+        return ""
+    return ("Minimum detectable effect of the design (variance pooled over each level's arms): "
+            + "; ".join(parts) + ". ")
 
 
 def _validity_section(group: list[dict]) -> list[str]:

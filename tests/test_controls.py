@@ -160,6 +160,8 @@ def test_grid_leaderboard_has_rows_per_level_with_controls_apart(grid_run, tmp_p
     assert {r["rank"] for r in rows if r["kind"] == "control"} == {None}
     text = render(rows, "md")
     assert "phantom-oracle (control)" in text and "| ctl |" in text
+    assert "Minimum detectable effect of the design" in text and "real cases" in text
+    assert all(row["var_seed"] is not None for row in rows if row["kind"] != "reference")
     line = calibration_line(json.loads((grid_run / "stats.json").read_text()))
     assert line.startswith("calibration at ") and "positive control" in line and "minimum detectable effect" in line
     assert "design minimum detectable effect" in line and "arms)" in line
