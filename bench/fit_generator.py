@@ -32,9 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     ds, split, train = training_split("phantom", args.profile)
     if args.cases_from is not None:
-        from foscu_bench.data.splits import TrainingSet
-
         from foscu_bench.checkpoint import load_checkpoint
+        from foscu_bench.data.splits import TrainingSet
 
         cases = set(load_checkpoint(args.cases_from)[1]["train_case_ids"])
         train = TrainingSet([p for p in train if p.case_id in cases], split)

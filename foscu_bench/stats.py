@@ -107,12 +107,13 @@ def pooled_design(comparisons: list[dict], n_cases: int, n_seeds: int, target: f
     if not usable:
         return {}
     pooled = {k: float(np.mean([c[k] for c in usable])) for k in keys}
-    out = {**pooled, "n_arms": len(usable), "n_cases": int(n_cases), "n_seeds": int(n_seeds),
-           "mde": crossed_mde(pooled["var_case"], pooled["var_seed"], pooled["var_residual"], n_cases, n_seeds)}
+    def mde_at(seeds: int) -> float:
+        return crossed_mde(pooled["var_case"], pooled["var_seed"], pooled["var_residual"], n_cases, seeds)
+
+    out = {**pooled, "n_arms": len(usable), "n_cases": int(n_cases), "n_seeds": int(n_seeds), "mde": mde_at(n_seeds)}
     if target is not None:
         out["target"] = float(target)
-        out["seeds_for_target"] = next((s for s in range(2, max_seeds + 1)
-                                        if crossed_mde(*pooled.values(), n_cases, s) <= target), None)
+        out["seeds_for_target"] = next((s for s in range(2, max_seeds + 1) if mde_at(s) <= target), None)
     return out
 
 
