@@ -92,6 +92,14 @@ def timed(step, n: int = 10, warm: int = 3) -> float:
     return (time.perf_counter() - start) / n * 1000
 
 
+def steady_step_seconds(stamps: list[float], skip: float = 0.25) -> float:
+    """Seconds per training step once the loader's workers have started and filled their queue: the mean gap over
+    the steps after the first ``skip`` fraction (the run's startup is reported apart; over the 10,000 iterations of
+    a paper U-Net it is noise, over a bench's few hundred it is not)."""
+    first = int(len(stamps) * skip)
+    return (stamps[-1] - stamps[first]) / max(1, len(stamps) - 1 - first)
+
+
 def augmentation_ms(settings, pairs, device, n: int = 12) -> float:
     """ms to augment one training sample (crop, affine, intensity) with the volumes on ``device``."""
     from monai.data import set_track_meta
@@ -130,27 +138,35 @@ def segmentation_section(args, profile, train, val, device, peaks) -> dict:
     for where in ("cpu", device.type) if device.type != "cpu" else ("cpu",):
         _log("augmentation", {"volumes_on": where, "ms_per_sample": augmentation_ms(settings, train, torch.device(where))})
     REPORT["threads"] = torch.get_num_threads()
-    for precision in ("fp32", "bf16"):
+    for precision, workers in [("fp32", None), ("bf16", None)] + [("bf16", w) for w in args.loader_workers]:
         if time.perf_counter() - STARTED > args.budget_s * 0.45:
             _log("unet_training", {"precision": precision, "skipped": "time budget"})
             continue
         run_settings = replace(settings, iterations=args.unet_iterations, precision=precision)
-        result = train_segmentation(train, [], "real", run_settings, seed=0, device=str(device))
+        stamps: list[float] = []
+        started = time.perf_counter()
+        result = train_segmentation(train, [], "real", run_settings, seed=0, device=str(device),
+                                    loader_workers=workers, progress=lambda _it, _loss: stamps.append(time.perf_counter()))
+        steady = steady_step_seconds(stamps)
         rows = evaluate(result.model, val, run_settings)
         _log("unet_training", {"precision": result.precision, "iterations": args.unet_iterations,
+                               "loader_workers": result.loader_workers, "sample_stream": result.sample_stream,
                                "seconds_per_step": result.seconds / args.unet_iterations,
+                               "startup_seconds": stamps[0] - started, "steady_seconds_per_step": steady,
                                "loss_first20": float(np.mean(result.losses[:20])),
                                "loss_last50": float(np.mean(result.losses[-50:])),
                                "val_dice_liver": float(np.mean([r["dice_liver"] for r in rows])),
                                "val_cases": len(rows)})
-        out[f"train_{precision}"] = result.seconds / args.unet_iterations
-        _sync()
-        started = time.perf_counter()
-        evaluate(result.model, val[:2], run_settings)
-        _sync()
-        out[f"evaluate_{precision}"] = (time.perf_counter() - started) / len(val[:2])
-        _log("unet_evaluation", {"precision": result.precision, "seconds_per_case": out[f"evaluate_{precision}"],
-                                 "sample_stream": result.sample_stream, "loader_workers": result.loader_workers})
+        if workers is None:
+            out[f"train_{precision}"] = steady
+            out[f"startup_{precision}"] = stamps[0] - started
+            _sync()
+            started = time.perf_counter()
+            evaluate(result.model, val[:2], run_settings)
+            _sync()
+            out[f"evaluate_{precision}"] = (time.perf_counter() - started) / len(val[:2])
+            _log("unet_evaluation", {"precision": result.precision, "seconds_per_case": out[f"evaluate_{precision}"],
+                                     "sample_stream": result.sample_stream, "loader_workers": result.loader_workers})
         del result
     return out
 
@@ -285,7 +301,7 @@ def sampling_section(profile, train, device) -> dict:
 
 
 def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
-             evaluate_s: float | None = None) -> None:
+             evaluate_s: float | None = None, unet_startup_s: float = 0.0) -> None:
     """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` on this device, one step
     at a time (controls on: real-only, duo-diffusion, oracle, mismatched-labels arms), each Duo stage in the
     precision ``precision="auto"`` gives it."""
@@ -295,7 +311,7 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
     config = config_for(profile.name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fit = sum(config.iterations[s] * stage_s.get((s, stage_precision(config, device, s)), np.nan) for s in STAGES)
-    unets = 4 * 5 * profile.segmentation.iterations * (unet_step_s or np.nan)
+    unets = 4 * 5 * (profile.segmentation.iterations * (unet_step_s or np.nan) + unet_startup_s)
     sampling = n_train * (sample_s or np.nan)
     n_test = int(round(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[2]))
     evaluation = 20 * n_test * (evaluate_s or np.nan)
@@ -303,7 +319,7 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
                                 "unet_trainings": 20, "unet_hours": unets / 3600, "evaluation_hours": evaluation / 3600,
                                 "total_hours_excluding_evaluation": (fit + unets + sampling) / 3600,
                                 "total_hours": (fit + unets + sampling + evaluation) / 3600,
-                                "n_train": n_train, "unet_step_s": unet_step_s})
+                                "n_train": n_train, "unet_step_s": unet_step_s, "unet_startup_s": unet_startup_s})
 
 
 def random_pairs(n: int, profile) -> list:
@@ -328,6 +344,13 @@ def main() -> None:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--cases", type=int, default=20, help="phantom cases: 70%% train, the rest validation")
     parser.add_argument("--unet-iterations", type=int, default=250)
+    parser.add_argument("--loader-workers", type=int, nargs="*", default=[],
+                        help="extra bf16 U-Net trainings with these loader worker counts (default: the device's)")
+    parser.add_argument("--sections", nargs="*", default=["segmentation", "sampling", "duo"],
+                        choices=["segmentation", "sampling", "duo"])
+    parser.add_argument("--stage-times-from", type=Path, default=None,
+                        help="an earlier result of this script on the same device kind: its Duo stage and sampling "
+                             "rows enter the estimate where this run skips those sections")
     parser.add_argument("--stage-iterations", type=int, default=24)
     parser.add_argument("--budget-s", type=float, default=360.0, help="later sections are skipped past this")
     parser.add_argument("--random-pairs", action="store_true",
@@ -366,6 +389,8 @@ def main() -> None:
     seg, sample = {}, {}
     for name, section in (("segmentation", lambda: segmentation_section(args, profile, train, val, device, peaks)),
                           ("sampling", lambda: sampling_section(profile, train, device))):
+        if name not in args.sections:
+            continue
         try:
             result = section()
         except Exception as error:
@@ -373,11 +398,19 @@ def main() -> None:
             result = {}
         seg, sample = (result, sample) if name == "segmentation" else (seg, result)
         _save(args.out)
-    stages = duo_section(args, profile, train, device, peaks)
+    stages = duo_section(args, profile, train, device, peaks) if "duo" in args.sections else {}
+    if args.stage_times_from is not None:
+        earlier = json.loads(args.stage_times_from.read_text())
+        REPORT["stage_times_from"] = {"file": str(args.stage_times_from), "device": earlier.get("device")}
+        for row in earlier.get("duo_stage", []):
+            if "ms" in row:
+                stages.setdefault((row["stage"], row["precision"]), row["ms"] / 1000)
+        for row in earlier.get("sampling", []):
+            sample.setdefault((row["precision"], row["steps"]), row["seconds_per_volume"])
     _save(args.out)
     paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
     estimate(profile, seg.get("train_bf16"), stages, sample.get(("bf16", 50)) or sample.get(("fp32", 50)), paper_train,
-             seg.get("evaluate_bf16"))
+             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0))
     _save(args.out)
 
 
