@@ -19,19 +19,24 @@ from pathlib import Path
 
 def breakdown(run_dir: Path) -> dict:
     """Wall time and memory of the last invocation; seconds, count and longest step per step kind; the longest
-    fit -> sample -> U-Net chain (what a run with enough workers cannot go below)."""
+    fit -> sample -> U-Net chain (what a run with enough workers cannot go below; a fit's parts run beside each other)."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     invocation = manifest["invocations"][-1]
     by_kind: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    parts: dict[str, dict[str, float]] = {}
     for path in sorted((run_dir / "steps").glob("*.json")):
         record = json.loads(path.read_text())
-        by_kind[path.name.split("--")[0]].append((float(record.get("seconds", 0.0)), path.stem))
+        by_kind[path.name.split("--")[0]].append((float(record.get("seconds") or 0.0), path.stem))
+        if path.name.startswith("fit--"):
+            parts[path.stem] = record.get("fit", {}).get("fit_part_seconds", {})
     chains = {}
     for seconds, name in by_kind.get("fit", []):
         generator = name.split("--")[1]
         longest = {kind: max((s for s, n in by_kind.get(kind, []) if n.split("--")[1] == generator), default=0.0)
                    for kind in ("sample", "unet")}
-        chains[generator] = seconds + longest["sample"] + longest["unet"]
+        # a fit's seconds count its parts, steps of their own that ran beside each other before it
+        own = seconds - sum(parts[name].values())
+        chains[generator] = max(parts[name].values(), default=0.0) + own + longest["sample"] + longest["unet"]
     return {"run": run_dir.name, "wall_seconds": invocation.get("wall_seconds"),
             "workers": invocation.get("workers", 1), "threads_per_step": invocation.get("threads_per_step"),
             "peak_memory_mb": invocation.get("peak_memory_mb"),

@@ -99,6 +99,9 @@ class GeneratorBase:
     """
 
     name: ClassVar[str] = ""
+    fit_parts: ClassVar[tuple[str, ...]] = ()
+    """Parts of ``fit`` that need nothing from one another, which a runner may train in parallel steps before the
+    fit (``fit_part``); ``fit`` then resumes them from ``work_dir`` and trains the rest."""
 
     def __init__(self) -> None:
         self.profile: Profile | None = None
@@ -119,12 +122,22 @@ class GeneratorBase:
             progress: ProgressCallback | None = None, work_dir: Path | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def fit_part(self, part: str, train: "TrainingSet", profile: "Profile", seed: int, device="cpu", *,
+                 work_dir: Path, progress: ProgressCallback | None = None) -> None:
+        """Train one of ``fit_parts`` to its end into ``work_dir``, as ``fit`` with the same arguments would."""
+        raise ConfigError(f"generator {self.name!r} has no fit part {part!r} (its parts: {list(self.fit_parts)})")
+
     def sample(self, n: int, seed: int) -> Iterator[Pair]:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def loss_curves(self) -> dict[str, list[float]]:
         """Training losses per stage, for the loss-curve figure (empty for rule-based generators)."""
         return {}
+
+    def training_seconds(self) -> float | None:
+        """Compute seconds of the last fit as the generator counted them, over every attempt a resumed fit took and
+        every part it trained apart (None: not counted, and the runner times the fit call)."""
+        return None
 
     @classmethod
     def parameter_count(cls, profile: "Profile") -> int:

@@ -40,7 +40,8 @@ class TrainResult:
     threads: int = 1
     """CPU threads of the training: oneDNN's reductions depend on it, so it is part of "same numbers"."""
     sample_stream: str = "sequential"
-    """``sequential`` or ``per-sample`` (see ``per_sample_streams``): which samples the U-Net saw."""
+    """``sequential`` (MONAI's chain, one stream) or ``per-sample`` (own streams, affine and intensity transforms batched
+    on the device; see ``per_sample_streams``): which samples the U-Net saw."""
     loader_workers: int = 0
 
 
@@ -100,24 +101,30 @@ def training_pools(arm: str, real: Sequence[Pair], synthetic: Sequence[Pair]) ->
     return pools
 
 
-def _augmentation(settings: SegmentationSettings, shape: tuple[int, int, int], seed: int):
-    """MONAI dictionary transforms applied per sample on the fly (patch sampling first, then intensity/space)."""
+def _augmentation(settings: SegmentationSettings, shape: tuple[int, int, int], seed: int, crop_only: bool = False):
+    """MONAI dictionary transforms applied per sample on the fly (patch sampling first, then intensity/space).
+
+    ``crop_only``: the patch sampling alone, for the per-sample streams, whose affine and intensity transforms run
+    batched on the training device (``batched_augmentation``, same distributions)."""
     from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandCropByPosNegLabeld,
                                   RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd)
+
+    from foscu_bench import batched_augmentation as ba
 
     steps = []
     if tuple(settings.patch_size) != tuple(shape):
         pos = settings.foreground_ratio
         steps.append(RandCropByPosNegLabeld(keys=["image", "label"], label_key="label",
                                             spatial_size=settings.patch_size, pos=pos, neg=1 - pos, num_samples=1))
-    steps += [
-        RandAffined(keys=["image", "label"], prob=0.3, rotate_range=(0.12, 0.12, 0.12), scale_range=(0.1, 0.1, 0.1),
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.2),
-        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.2),
-        RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.2),
-        RandGaussianNoised(keys="image", std=0.02, prob=0.15),
-    ]
+    if not crop_only:
+        steps += [
+            RandAffined(keys=["image", "label"], prob=ba.AFFINE_PROB, rotate_range=(ba.ROTATE_RANGE,) * 3,
+                        scale_range=(ba.SCALE_RANGE,) * 3, mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandScaleIntensityd(keys="image", factors=ba.SCALE_INTENSITY_FACTOR, prob=ba.SCALE_INTENSITY_PROB),
+            RandShiftIntensityd(keys="image", offsets=ba.SHIFT_INTENSITY_OFFSET, prob=ba.SHIFT_INTENSITY_PROB),
+            RandAdjustContrastd(keys="image", gamma=ba.CONTRAST_GAMMA, prob=ba.CONTRAST_PROB),
+            RandGaussianNoised(keys="image", std=ba.NOISE_STD, prob=ba.NOISE_PROB),
+        ]
     chain = Compose(steps)
     chain.set_random_state(seed=seed)
     return chain
@@ -137,6 +144,8 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
     import torch
     from monai.data import set_track_meta
     from monai.losses import DiceCELoss
+
+    from foscu_bench.batched_augmentation import apply_batch
 
     real_pool, synth_pool = training_pools(arm, real, synthetic)
     if synthetic_fraction is not None and not 0.0 <= synthetic_fraction <= 1.0:
@@ -164,16 +173,20 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
     workers = default_loader_workers(dev) if loader_workers is None else loader_workers
     result.loader_workers = workers
     result.sample_stream = "per-sample" if per_sample_streams(dev, loader_workers) else "sequential"
-    batches = (_parallel_batches if result.sample_stream == "per-sample" else _sequential_batches)(
-        real_pool, synth_pool, p_synth, _augmentation(settings, shape, seed), seed, settings, workers)
+    per_sample = result.sample_stream == "per-sample"
+    batches = (_parallel_batches if per_sample else _sequential_batches)(
+        real_pool, synth_pool, p_synth, _augmentation(settings, shape, seed, crop_only=per_sample), seed, settings,
+        workers)
     start = time.perf_counter()
     set_track_meta(False)
     try:
         model.train()
-        for iteration, (images, labels, from_real) in zip(range(settings.iterations), batches):
+        for iteration, (images, labels, from_real, parameters) in zip(range(settings.iterations), batches):
             result.real_exposures += from_real
-            x = images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-            y = labels.round().to(dev, non_blocking=True)
+            x, y = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if parameters is not None:
+                x, y = apply_batch(x, y, parameters)
+            x, y = x.contiguous(memory_format=memory_format), y.round()
             optimiser.zero_grad(set_to_none=True)
             with _autocast(dev, precision):
                 loss = loss_fn(model(x).float(), y)
@@ -195,10 +208,12 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
 def per_sample_streams(device, loader_workers: int | None = None) -> bool:
     """Whether training sample k is drawn from its own stream, seeded by (seed, k), instead of one sequential stream.
 
-    Own streams let worker processes prepare samples in any order with the same result whatever their number: a
-    GPU steps the paper U-Net in 11 ms but one CPU thread needs 15-19 ms to augment one 96^3 sample
-    (bench/results/gpu_step_knobs_h200.json), so a GPU run needs several. CPU runs keep the sequential stream (every
-    core already trains its own U-Net, and their numbers stay those of the stored runs). Recorded per U-Net."""
+    Own streams let worker processes prepare samples in any order with the same result whatever their number. The
+    workers only crop and draw the sample's augmentation parameters; the affine and intensity transforms run batched
+    on the training device (``batched_augmentation``): with MONAI's per-sample transforms in 8 workers, the paper
+    U-Net stepped at 26.7 ms on an H200 for 11.4 ms of compute (bench/results/gpu_paper_profile_s10_h200.json).
+    CPU runs keep the sequential stream of MONAI's full chain (every core already trains its own U-Net, and their
+    numbers stay those of the stored runs). Recorded per U-Net."""
     return device.type == "cuda" or loader_workers is not None
 
 
@@ -230,7 +245,8 @@ def _sequential_batches(real_pool, synth_pool, p_synth: float, augment, seed: in
     rng = np.random.default_rng(seed)
     while True:
         draws = [_draw(real_pool, synth_pool, p_synth, rng, augment) for _ in range(settings.batch_size)]
-        yield (torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws]), sum(d[2] for d in draws))
+        yield (torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws]), sum(d[2] for d in draws),
+               None)
 
 
 class _SampleStream:
@@ -244,9 +260,12 @@ class _SampleStream:
         return self.length
 
     def __getitem__(self, k: int):
+        from foscu_bench.batched_augmentation import draw_parameters
+
         rng = np.random.default_rng([self.seed, k])
         self.augment.set_random_state(seed=int(rng.integers(2 ** 31)))
-        return _draw(self.real_pool, self.synth_pool, self.p_synth, rng, self.augment)
+        image, label, from_real = _draw(self.real_pool, self.synth_pool, self.p_synth, rng, self.augment)
+        return image, label, from_real, draw_parameters(rng)
 
 
 def _loader_worker_init(_worker_id: int) -> None:
@@ -266,8 +285,8 @@ def _parallel_batches(real_pool, synth_pool, p_synth: float, augment, seed: int,
                                          worker_init_fn=_loader_worker_init if workers else None,
                                          prefetch_factor=4 if workers else None,
                                          pin_memory=torch.cuda.is_available())
-    for images, labels, from_real in loader:
-        yield images, labels, int(from_real.sum())
+    for images, labels, from_real, parameters in loader:
+        yield images, labels, int(from_real.sum()), parameters
 
 
 def _autocast(device, precision: str):

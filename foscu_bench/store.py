@@ -176,7 +176,7 @@ def exclusive_lock(path: str | Path, wait: bool = False, what: str = "") -> Iter
 
 
 # -- the run directory's layout (its only owner) -----------------------------------------------------------------
-STEP_KINDS = ("fit", "sample", "unet", "fidelity")
+STEP_KINDS = ("fitpart", "fit", "sample", "unet", "fidelity")
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,8 @@ class Step:
     arm: str | None = None
     n_real: int | None = None
     draw: int = 0
+    part: str | None = None
+    """A ``fitpart`` step's part of the generator's fit (``Generator.fit_parts``)."""
 
     @property
     def level(self) -> str | None:
@@ -201,6 +203,8 @@ class Step:
     @property
     def name(self) -> str:
         parts = [self.kind, self.generator or "real-only"]
+        if self.part is not None:
+            parts.append(self.part)
         if self.arm in ARM_SUFFIXES:
             parts.append(ARM_SUFFIXES[self.arm])
         if self.level is not None:
@@ -220,6 +224,7 @@ class Step:
         kind, generator, rest = parts[0], parts[1], parts[2:]
         if kind not in STEP_KINDS:
             raise ValueError(f"not a step name: {name!r}")
+        part, rest = (rest[0], rest[1:]) if kind == "fitpart" and rest else (None, rest)
         seed = int(rest[-1].removeprefix("seed-")) if rest and rest[-1].startswith("seed-") else None
         n_real, draw = None, 0
         level = next((p for p in rest if p.startswith("n-")), None)
@@ -231,7 +236,7 @@ class Step:
             suffix = {v: k for k, v in ARM_SUFFIXES.items()}
             arm = next((suffix[p] for p in rest if p in suffix),
                        "real" if generator == "real-only" else "real+synthetic")
-        return cls(kind, None if generator == "real-only" else generator, seed, arm, n_real, draw)
+        return cls(kind, None if generator == "real-only" else generator, seed, arm, n_real, draw, part)
 
 
 ARM_SUFFIXES = {"synthetic": "synthetic-only", "real+synthetic-exposure": "exposure-matched"}

@@ -124,6 +124,34 @@ def test_training_resumes_exactly_after_a_crash(train, tmp_path):
             assert torch.equal(value, resumed.modules[name].state_dict()[key]), f"{name}.{key}"
 
 
+def test_fit_parts_trained_apart_then_the_fit_equals_one_fit(train, tmp_path):
+    """The runner trains the label chain and the image chain as steps of their own, side by side (``fit_parts``):
+    the fit that resumes them must end with the networks and losses of a fit that trained both in one go."""
+    iterations = {"label_autoencoder": 4, "label_diffusion": 4, "image_autoencoder": 4, "image_diffusion": 4,
+                  "controlnet": 4}
+    whole = G.create("duo-diffusion", iterations=iterations, checkpoint_every=2)
+    whole.fit(train, TINY, seed=2, work_dir=tmp_path / "whole")
+    assert whole.fit_parts == ("labels", "images") and G.create("duo-diffusion-real-labels").fit_parts == ()
+    for part in ("images", "labels"):  # in a fresh generator each, in either order
+        G.create("duo-diffusion", iterations=iterations, checkpoint_every=2).fit_part(
+            part, train, TINY, seed=2, work_dir=tmp_path / "split")
+    stages = []
+    split = G.create("duo-diffusion", iterations=iterations, checkpoint_every=2)
+    split.fit(train, TINY, seed=2, work_dir=tmp_path / "split", progress=lambda stage, *_: stages.append(stage))
+    assert stages == []  # every stage resumed from its last checkpoint, none retrained
+    # the stages' clocks travel in their checkpoints: the resuming fit reports the parts' compute, not its own
+    assert split.training_seconds() > 0.5 * whole.training_seconds()
+    assert split.logs.keys() == whole.logs.keys() and split.scale == whole.scale
+    for stage in whole.logs:
+        assert split.logs[stage]["losses"] == whole.logs[stage]["losses"], stage
+    assert split.modules.keys() == whole.modules.keys() and "discriminator" not in split.modules
+    for name, module in whole.modules.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, split.modules[name].state_dict()[key]), f"{name}.{key}"
+    with pytest.raises(ConfigError, match="no fit part 'everything'"):
+        split.fit_part("everything", train, TINY, seed=2, work_dir=tmp_path / "other")
+
+
 def test_ablation_conditions_on_deformed_real_labels(train):
     gen = G.create("duo-diffusion-real-labels", iterations=STAGE_ITERATIONS, sampling_steps=3)
     gen.fit(train, TINY, seed=0)

@@ -96,7 +96,39 @@ def test_parallel_scheduler_respects_dependencies():
     assert dependencies(Step("sample", "g", 1, None, 8, 1), seeds=3) == [Step("fit", "g", None, None, 8, 1)]
     assert dependencies(Step("unet", "g", 2, "real+synthetic", 8), seeds=3) == [Step("sample", "g", 2, None, 8)]
     assert dependencies(Step("fidelity", "g"), seeds=2) == [Step("sample", "g", 0), Step("sample", "g", 1)]
-    assert min(KIND_PRIORITY, key=KIND_PRIORITY.get) == "fit"  # the longest chains start first
+    assert KIND_PRIORITY["fit"] == KIND_PRIORITY["fitpart"] == min(KIND_PRIORITY.values())  # longest chains first
+    assert dependencies(Step("fit", "g", None, None, 8), 3, ("a", "b")) == [
+        Step("fitpart", "g", None, None, 8, part="a"), Step("fitpart", "g", None, None, 8, part="b")]
+
+
+def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):
+    """A generator's independent fit parts (Duo-Diffusion's label chain) are planned as steps the fit depends on,
+    stored under their own names, trained into the fit's cache entry, and counted in the fit's seconds."""
+    from foscu_bench import generator as G
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.executors import EXECUTORS
+    from foscu_bench.runner.fit_cache import fit_entry
+    from foscu_bench.runner.parallel import dependencies
+    from foscu_bench.runner.plan import steps
+    from foscu_bench.store import Step
+
+    meta = G.GeneratorMeta(name="split-classic-aug", kind="rule-based", target="split_fit_generator:SplitFitAugmentation",
+                           citation="test double", reference="", conditioning="real training pairs",
+                           description="classic-aug whose fit has one part")
+    monkeypatch.setitem(G._BUILTIN, meta.name, meta)
+    ctx = prepare(RunConfig(generators=(meta.name,), seeds=1, profile="tiny", controls=False), "unused-runs")
+    planned = [s for s in steps(ctx) if s.generator == meta.name]
+    part, fit = planned[:2]
+    assert (part.kind, part.part, fit.kind) == ("fitpart", "half", "fit")
+    assert dependencies(fit, 1, ctx.fit_parts(fit.generator)) == [part]
+    assert Step.from_name(part.filename) == part and part.name == "fitpart/split-classic-aug/half"
+    record = EXECUTORS["fitpart"](ctx, part, {})
+    assert record["seconds"] is not None and "cache_hit" not in record
+    assert (fit_entry(ctx, meta.name).work / "half.done").is_file()
+    fitted = EXECUTORS["fit"](ctx, fit, {})
+    assert set(fitted["fit"]["fit_part_seconds"]) == {"half"}
+    assert fitted["seconds"] >= fitted["fit"]["fit_part_seconds"]["half"]
+    assert EXECUTORS["fitpart"](ctx, part, {})["cache_hit"]  # the fit is cached: its parts have nothing to do
 
 
 def test_unets_are_cached_across_runs_by_content(finished_run, tmp_path, monkeypatch):

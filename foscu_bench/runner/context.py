@@ -64,6 +64,10 @@ class RunContext:
         order = np.random.default_rng(np.random.SeedSequence([self.config.split_seed, SUBSET_STREAM, draw]))
         return [ids[i] for i in order.permutation(len(ids))[:n_real]]
 
+    def fit_parts(self, generator: str | None) -> tuple[str, ...]:
+        """The parts of ``generator``'s fit that train as steps of their own (``Generator.fit_parts``)."""
+        return tuple(self.metas[generator].load_class().fit_parts) if generator else ()
+
     def n_train(self, n_real: int | None) -> int:
         return len(self.split.train) if n_real is None else n_real
 

@@ -91,7 +91,8 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
         invocation = uuid.uuid4().hex[:8]  # a key of an earlier, killed driver may linger on a shared scheduler
         futures: dict[Step, object] = {}
         for step in pending:  # plan order: every step after the steps it depends on
-            deps = [futures[d] for d in dependencies(step, ctx.config.seeds) if d in futures]
+            deps = [futures[d] for d in dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator))
+                    if d in futures]
             futures[step] = client.submit(compute_step, payload, step, *deps,
                                           key=f"{ctx.run_id}/{step.name}/{invocation}",
                                           pure=False, priority=-KIND_PRIORITY[step.kind],

@@ -40,6 +40,16 @@ def run_fit(ctx, step: Step, generators: dict) -> dict:
             "fit_key": entry.directory.name, "seconds": fit["fit_seconds"], **({"cache_hit": True} if cached else {})}
 
 
+def run_fit_part(ctx, step: Step, generators: dict) -> dict:
+    """Train one part of the level's fit into its cache entry's work directory (nothing when the fit is cached)."""
+    from foscu_bench.runner.fit_cache import fit_part_into
+
+    entry = fit_entry(ctx, step.generator, step.n_real, step.draw)
+    seconds = None if entry.done else fit_part_into(ctx, step.generator, step.part, entry, step.n_real, step.draw)
+    return {"part": step.part, "fit_key": entry.directory.name, "cache_entry": str(entry.directory),
+            "seconds": seconds, **({"cache_hit": True} if seconds is None else {})}
+
+
 def run_sample(ctx, step: Step, generators: dict) -> dict:
     generator = _generator(ctx, step, generators)
     with ctx.reporter.task(f"sample {step.generator} seed {step.seed}", ctx.n_synthetic) as update:
@@ -172,5 +182,5 @@ def feature_extractor(ctx, n_real: int | None = None, draw: int = 0):
     return ctx.memo[key]
 
 
-EXECUTORS: dict[str, Callable[..., dict]] = {"fit": run_fit, "sample": run_sample, "unet": run_unet,
-                                              "fidelity": run_fidelity}
+EXECUTORS: dict[str, Callable[..., dict]] = {"fitpart": run_fit_part, "fit": run_fit, "sample": run_sample,
+                                              "unet": run_unet, "fidelity": run_fidelity}

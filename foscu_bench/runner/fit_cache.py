@@ -7,6 +7,7 @@ size, a budget, the generator's source or the profile and the old entry is simpl
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -62,6 +63,30 @@ def fitted_generator(ctx, name: str, n_real: int | None = None, draw: int = 0):
     return load(name, entry.checkpoint, ctx.device)
 
 
+def fit_part_into(ctx, name: str, part: str, entry: FitEntry, n_real: int | None, draw: int) -> float:
+    """Train ``part`` of the fit into ``entry``'s work directory (locked per part; a killed part resumes from its
+    stage checkpoints) and note its seconds there, which the fit adds to its own. Returns those seconds."""
+    done = entry.work / f"part-{part}.json"
+    entry.work.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(entry.work / f"part-{part}.lock", wait=True):
+        if done.is_file():
+            return float(json.loads(done.read_text())["seconds"])
+        with ctx.reporter.task(f"fit {name} ({part})", None) as update:
+            started = time.perf_counter()
+            create(name).fit_part(part, ctx.training_set(n_real, draw), ctx.profile, ctx.config.fit_seed, ctx.device,
+                                  work_dir=entry.work,
+                                  progress=lambda stage, it, total, loss: update(it, total, f"{stage} loss {loss:.4f}"))
+            seconds = time.perf_counter() - started
+        atomic_write_json(done, {"part": part, "seconds": seconds})
+    return seconds
+
+
+def _part_seconds(entry: FitEntry) -> dict[str, float]:
+    """Seconds of the fit parts trained beforehand in ``entry``'s work directory (``fit_part_into``)."""
+    records = [json.loads(path.read_text()) for path in sorted(entry.work.glob("part-*.json"))]
+    return {record["part"]: float(record["seconds"]) for record in records}
+
+
 def _fit_into(ctx, name: str, entry: FitEntry, n_real: int | None, draw: int) -> None:
     generator = create(name)
     with ctx.reporter.task(f"fit {name}", None) as update:
@@ -69,7 +94,9 @@ def _fit_into(ctx, name: str, entry: FitEntry, n_real: int | None, draw: int) ->
         generator.fit(ctx.training_set(n_real, draw), ctx.profile, ctx.config.fit_seed, ctx.device,
                       progress=lambda stage, it, total, loss: update(it, total, f"{stage} loss {loss:.4f}"),
                       work_dir=entry.work)  # stage checkpoints: a killed fit resumes mid-stage
-        seconds = time.perf_counter() - started
+        part_seconds = _part_seconds(entry)
+        # compute, not wall (the parts ran beside each other); a resumed fit's earlier attempts included
+        seconds = generator.training_seconds() or time.perf_counter() - started + sum(part_seconds.values())
     shutil.rmtree(entry.checkpoint, ignore_errors=True)
     generator.save(entry.checkpoint)
     provenance = generator_provenance(ctx, name)
@@ -77,7 +104,7 @@ def _fit_into(ctx, name: str, entry: FitEntry, n_real: int | None, draw: int) ->
         "generator": name, "fit_seconds": seconds, "fit_seed": ctx.config.fit_seed, "device": str(ctx.device),
         "n_parameters": type(generator).parameter_count(ctx.profile), "config": provenance["config"],
         "settings": provenance["settings"], "code_fingerprint": provenance["code_fingerprint"],
-        "train_case_ids": ctx.train_ids(n_real, draw),
+        "train_case_ids": ctx.train_ids(n_real, draw), "fit_part_seconds": part_seconds,
         "loss_curves": {k: downsample(v) for k, v in generator.loss_curves().items()}})
     shutil.rmtree(entry.work, ignore_errors=True)
 

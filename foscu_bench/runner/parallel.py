@@ -7,7 +7,8 @@ single-threaded trainings side by side do about twice the work of one two-thread
 generators and loaded pairs for the steps it gets. Workers compute and return records; only the calling process
 writes the run directory.
 
-Dependencies: a sample step needs its level's fit; a U-Net on synthetic data needs its sample; fidelity needs
+Dependencies: a fit needs its parts (a generator's independent parts, ``Generator.fit_parts``, train in steps of
+their own, beside each other and the rest of the run); a sample step needs its level's fit; a U-Net on synthetic data needs its sample; fidelity needs
 every sample of its level. Among ready steps the longest chains start first (fits, then samples, fidelity, and
 U-Nets last), so a long generator fit overlaps the real-only U-Nets instead of following them.
 """
@@ -22,7 +23,7 @@ from typing import Callable
 from foscu_bench.cores import available_cores
 from foscu_bench.store import Step
 
-KIND_PRIORITY = {"fit": 0, "sample": 1, "fidelity": 2, "unet": 3}
+KIND_PRIORITY = {"fitpart": 0, "fit": 0, "sample": 1, "fidelity": 2, "unet": 3}
 
 
 def _on_gpu(device) -> bool:
@@ -41,9 +42,11 @@ def default_workers(device, threads: int) -> int:
     return 1 if _on_gpu(device) else max(1, available_cores() // max(1, threads))
 
 
-def dependencies(step: Step, seeds: int) -> list[Step]:
-    """The steps whose results ``step`` reads."""
+def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> list[Step]:
+    """The steps whose results ``step`` reads (``fit_parts``: those of the step's generator)."""
     level = dict(n_real=step.n_real, draw=step.draw)
+    if step.kind == "fit":
+        return [Step("fitpart", step.generator, None, None, part=part, **level) for part in fit_parts]
     if step.kind == "sample":
         return [Step("fit", step.generator, None, None, **level)]
     if step.kind == "unet" and step.generator:
@@ -61,7 +64,8 @@ def run_parallel(ctx, pending: list[Step], workers: int, threads: int,
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    waiting = {step: set(dependencies(step, ctx.config.seeds)) & set(pending) for step in pending}
+    waiting = {step: set(dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator))) & set(pending)
+               for step in pending}
     order = {step: i for i, step in enumerate(pending)}
     error: BaseException | None = None
     with ExitStack() as stack:

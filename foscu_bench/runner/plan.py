@@ -16,7 +16,7 @@ from pathlib import Path
 from foscu_bench.store import Step, file_sha256
 from foscu_bench.timings import estimate, machine_id, timing_key
 
-STEP_VERSIONS = {"fit": 1, "sample": 1, "unet": 3, "fidelity": 3}
+STEP_VERSIONS = {"fitpart": 1, "fit": 1, "sample": 1, "unet": 3, "fidelity": 3}
 """Bump one when its step's computation changes: older step files are then redone on resume."""
 
 
@@ -28,8 +28,8 @@ class PlannedStep:
 
 
 def steps(ctx) -> list[Step]:
-    """Per real-data level: real-only U-Nets; then per generator and control: fit, samples, U-Nets (real+synthetic;
-    optionally exposure-matched and synthetic-only), fidelity."""
+    """Per real-data level: real-only U-Nets; then per generator and control: its fit parts (``fit_parts``), fit,
+    samples, U-Nets (real+synthetic; optionally exposure-matched and synthetic-only), fidelity."""
     config = ctx.config
     seeds = range(config.seeds)
     arms = ["real+synthetic"] + (["real+synthetic-exposure"] if config.exposure_matched else []) + (
@@ -38,6 +38,7 @@ def steps(ctx) -> list[Step]:
     for n, d in ctx.levels():
         out += [Step("unet", None, s, "real", n, d) for s in seeds]
         for name in ctx.generators:
+            out += [Step("fitpart", name, None, None, n, d, part) for part in ctx.fit_parts(name)]
             out.append(Step("fit", name, None, None, n, d))
             out += [Step("sample", name, s, None, n, d) for s in seeds]
             out += [Step("unet", name, s, arm, n, d) for arm in arms for s in seeds]
@@ -103,8 +104,10 @@ def step_timing_key(ctx, step: Step) -> str:
     (with the sample count for samples). U-Net arms of one profile share a key (same budget)."""
     parts = {"kind": step.kind, "profile": ctx.profile.to_dict(), "machine": machine_id(ctx.device.type),
              "n_real": ctx.n_train(step.n_real), "arm": step.arm}
-    if step.kind in ("fit", "sample"):
+    if step.kind in ("fitpart", "fit", "sample"):
         parts["generator"] = step.generator
+    if step.kind == "fitpart":
+        parts["part"] = step.part
     if step.kind == "sample":
         parts["n"] = ctx.n_synthetic
     if step.kind == "fidelity":
@@ -116,7 +119,7 @@ def estimate_seconds(ctx, step: Step, threads: int | None = None) -> float | Non
     """Median of this machine's measured times for such a step; 0 for a fit already in the cache, and for a
     real-only U-Net whose record is in the U-Net cache (U-Nets on synthetic data are keyed by sets not sampled
     yet, so they are estimated in full)."""
-    if step.kind == "fit":
+    if step.kind in ("fit", "fitpart"):
         from foscu_bench.runner.fit_cache import fit_entry
 
         if fit_entry(ctx, step.generator, step.n_real, step.draw).done:

@@ -68,6 +68,7 @@ def postprocess_label(label: np.ndarray, min_component_fraction: float, min_tumo
 class DuoDiffusion(GeneratorBase):
     name = "duo-diffusion"
     generates_labels = True
+    fit_parts = ("labels", "images")
 
     def __init__(self, scheduler: str | None = None, sampling_steps: int | None = None,
                  iterations: dict | None = None, checkpoint_every: int | None = None,
@@ -115,29 +116,66 @@ class DuoDiffusion(GeneratorBase):
     # -- fitting ---------------------------------------------------------------------------------------
     def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
         """Five stages; with ``work_dir`` each stage checkpoints there and a killed fit resumes mid-stage."""
+        config, dev, modules, arrays = self._start_fit(train, profile, seed, device)
+        ckpt = Path(work_dir) if work_dir else None
+        if self.generates_labels:
+            self._fit_labels(modules, *arrays, config, seed, dev, ckpt, progress)
+        self._fit_images(modules, *arrays, config, seed, dev, ckpt, progress)
+        modules.pop("discriminator", None)
+        if ckpt is not None:
+            write_loss_log(ckpt / "losses.json", self.logs)
+        self.modules = {k: v.eval() for k, v in modules.items()}
+        self.labels = real_labels = arrays[1]
+        smallest = smallest_tumour_component(real_labels)
+        self.min_tumour_voxels = smallest if smallest else int(real_labels[0].size) + 1
+        self.device = str(dev)
+        self._remember_fit(train, profile, seed)
+
+    def fit_part(self, part: str, train, profile, seed: int, device="cpu", *, work_dir: Path, progress=None) -> None:
+        """The label stages (part ``labels``) or the image stages (``images``) alone, checkpointed in ``work_dir``:
+        ``fit`` with the same arguments then resumes both from their last checkpoints. The two chains need nothing
+        from one another until sampling, so a runner trains them in parallel steps, with the numbers of one fit."""
+        if part not in self.fit_parts:
+            super().fit_part(part, train, profile, seed, device, work_dir=work_dir, progress=progress)
+        config, dev, modules, arrays = self._start_fit(train, profile, seed, device)
+        chain = self._fit_labels if part == "labels" else self._fit_images
+        chain(modules, *arrays, config, seed, dev, Path(work_dir), progress)
+
+    def _start_fit(self, train, profile, seed: int, device) -> tuple:
+        """Config, device, every network initialised from ``seed`` (always all of them, the patch discriminator
+        included, before any training, so each chain starts from the same weights whether it trains alone or after
+        the other), and the training arrays."""
         train = require_training_set(train)
         dev = torch.device(device)
         config = config_for(profile.name, **self.overrides)
         self.duo_config = config
         torch.manual_seed(seed)
         modules = {k: v.to(dev) for k, v in self._build_all(config).items()}
-        real_images, real_labels = training_arrays(train)
-        ckpt = Path(work_dir) if work_dir else None
-        if self.generates_labels:
-            _, labels = with_deformed_copies(real_images, real_labels, config.label_deformed_copies,
-                                             config.deformation_strength, seed)
-            onehot = one_hot(labels)
-            self.logs["label_autoencoder"] = train_autoencoder("label_autoencoder", modules["label_autoencoder"], onehot,
-                                                               config, seed, dev, ckpt, progress)
-            latents, self.scale["label"] = self._encode(modules["label_autoencoder"], onehot, dev)
-            self.logs["label_diffusion"] = train_diffusion("label_diffusion", modules["label_unet"], latents, config,
-                                                           seed, dev, ckpt, progress)
+        if config.adversarial_weight > 0:
+            modules["discriminator"] = networks.build_discriminator().to(dev)
+        return config, dev, modules, training_arrays(train)
+
+    def _fit_labels(self, modules: dict, real_images, real_labels, config: DuoConfig, seed: int, dev,
+                    ckpt: Path | None, progress) -> None:
+        """Label autoencoder, then the label latent diffusion model on its posterior means."""
+        _, labels = with_deformed_copies(real_images, real_labels, config.label_deformed_copies,
+                                         config.deformation_strength, seed)
+        onehot = one_hot(labels)
+        self.logs["label_autoencoder"] = train_autoencoder("label_autoencoder", modules["label_autoencoder"], onehot,
+                                                           config, seed, dev, ckpt, progress)
+        latents, self.scale["label"] = self._encode(modules["label_autoencoder"], onehot, dev)
+        self.logs["label_diffusion"] = train_diffusion("label_diffusion", modules["label_unet"], latents, config,
+                                                       seed, dev, ckpt, progress)
+
+    def _fit_images(self, modules: dict, real_images, real_labels, config: DuoConfig, seed: int, dev,
+                    ckpt: Path | None, progress) -> None:
+        """Image autoencoder (with its patch discriminator), the image latent diffusion model, then the ControlNet
+        that conditions it on the training labels."""
         images, labels = with_deformed_copies(real_images, real_labels, config.image_deformed_copies,
                                               config.deformation_strength, seed)
         image_tensor = torch.from_numpy(images[:, None])
-        discriminator = networks.build_discriminator().to(dev) if config.adversarial_weight > 0 else None
         self.logs["image_autoencoder"] = train_autoencoder("image_autoencoder", modules["image_autoencoder"], image_tensor,
-                                                           config, seed, dev, ckpt, progress, discriminator)
+                                                           config, seed, dev, ckpt, progress, modules.get("discriminator"))
         latents, self.scale["image"] = self._encode(modules["image_autoencoder"], image_tensor, dev)
         self.logs["image_diffusion"] = train_diffusion("image_diffusion", modules["image_unet"], latents, config, seed,
                                                        dev, ckpt, progress)
@@ -145,14 +183,6 @@ class DuoDiffusion(GeneratorBase):
         controls = torch.from_numpy(np.stack([label_channels(l) for l in labels]))
         self.logs["controlnet"] = train_controlnet(modules["controlnet"], modules["image_unet"], latents, controls, config,
                                                    seed, dev, ckpt, progress)
-        if ckpt is not None:
-            write_loss_log(ckpt / "losses.json", self.logs)
-        self.modules = {k: v.eval() for k, v in modules.items()}
-        self.labels = real_labels
-        smallest = smallest_tumour_component(real_labels)
-        self.min_tumour_voxels = smallest if smallest else int(real_labels[0].size) + 1
-        self.device = str(dev)
-        self._remember_fit(train, profile, seed)
 
     @staticmethod
     @torch.no_grad()
@@ -230,6 +260,10 @@ class DuoDiffusion(GeneratorBase):
                                 sampler=sampler or self.duo_config.scheduler,
                                 steps=steps or self.duo_config.sampling_steps)
 
+    def training_seconds(self) -> float | None:
+        """The stages' own clocks (kept in their checkpoints, so a resumed or split fit counts every attempt)."""
+        return float(sum(log.get("seconds", 0.0) for log in self.logs.values())) if self.logs else None
+
     def loss_curves(self) -> dict[str, list[float]]:
         return {stage: list(log["losses"]) for stage, log in self.logs.items()}
 
@@ -259,6 +293,7 @@ class DuoDiffusionRealLabels(DuoDiffusion):
 
     name = "duo-diffusion-real-labels"
     generates_labels = False
+    fit_parts = ()
 
     def _labels_for(self, rngs: list[np.random.Generator], sampler: str | None,
                     steps: int | None) -> tuple[list[np.ndarray], list[str]]:
