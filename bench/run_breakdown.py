@@ -26,17 +26,18 @@ def breakdown(run_dir: Path) -> dict:
     parts: dict[str, dict[str, float]] = {}
     for path in sorted((run_dir / "steps").glob("*.json")):
         record = json.loads(path.read_text())
-        by_kind[path.name.split("--")[0]].append((float(record.get("seconds") or 0.0), path.stem))
-        if path.name.startswith("fit--"):
+        seconds = float(record.get("seconds") or 0.0)
+        if path.name.startswith("fit--"):  # a fit's seconds count its parts, steps of their own: count them once
             parts[path.stem] = record.get("fit", {}).get("fit_part_seconds", {})
+            seconds = max(0.0, seconds - sum(parts[path.stem].values()))
+        by_kind[path.name.split("--")[0]].append((seconds, path.stem))
     chains = {}
     for seconds, name in by_kind.get("fit", []):
         generator = name.split("--")[1]
         longest = {kind: max((s for s, n in by_kind.get(kind, []) if n.split("--")[1] == generator), default=0.0)
                    for kind in ("sample", "unet")}
-        # a fit's seconds count its parts, steps of their own that ran beside each other before it
-        own = seconds - sum(parts[name].values())
-        chains[generator] = max(parts[name].values(), default=0.0) + own + longest["sample"] + longest["unet"]
+        # the fit's parts ran beside each other before it
+        chains[generator] = max(parts[name].values(), default=0.0) + seconds + longest["sample"] + longest["unet"]
     return {"run": run_dir.name, "wall_seconds": invocation.get("wall_seconds"),
             "workers": invocation.get("workers", 1), "threads_per_step": invocation.get("threads_per_step"),
             "peak_memory_mb": invocation.get("peak_memory_mb"),

@@ -284,12 +284,12 @@ def calibration_line(stats: dict) -> str:
 
     positive_mde = (c.get("positive") or {}).get("mde")
     mde = "-" if positive_mde is None else f"{100 * positive_mde:.2f}"
-    design = stats.get("design", {}).get(level) or {}
+    design = c.get("design") or {}
     design_part = ""
     if design.get("mde") is not None:
         seeds = design.get("seeds_for_target")
         design_part = (f"; design minimum detectable effect {100 * design['mde']:.2f} pts at {design['n_seeds']} seeds "
-                       f"(variance pooled over {design['n_arms']} arms), "
+                       f"(variance pooled over the {design['n_arms']} controls), "
                        + (f"{seeds} seeds would detect {100 * design['target']:.2f}" if seeds else
                           f"no seed count up to 100 detects {100 * design['target']:.2f}"))
     generator_mdes = ", ".join(

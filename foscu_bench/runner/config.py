@@ -68,8 +68,8 @@ Measured at quick on the phantom (32 training cases available; closing note of t
 32 cases real-only U-Nets reach 0.807 Dice and 32 fresh simulator patients (the positive control) add only +1.0
 point [+0.3, +1.7] against a minimum detectable effect of 0.93 at 5 seeds, so a run there cannot show that it
 would see a true gain of the paper's size. With 16 real cases the positive control (+2.1 points) is detected at
-twice the design's minimum detectable effect (variance pooled over arms: 1.0 point at 5 seeds, 0.63 at 15,
-measured with 15 seeds); the negative control is detected at both levels.
+twice the design's minimum detectable effect (variance pooled over the controls: 0.98 points at 5 seeds, 0.69
+at 15, measured with 15 seeds); the negative control is detected at both levels.
 """
 
 

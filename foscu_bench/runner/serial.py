@@ -84,7 +84,7 @@ def _own_seconds(step: Step, record: dict, seconds: float) -> float:
     """A step's own measured time: a new fit's time without its parts, which ran as steps of their own."""
     if step.kind != "fit":
         return seconds
-    return record["fit"]["fit_seconds"] - sum(record["fit"].get("fit_part_seconds", {}).values())
+    return max(0.0, record["fit"]["fit_seconds"] - sum(record["fit"].get("fit_part_seconds", {}).values()))
 
 
 def run_serial(ctx, pending: list[Step], threads: int, finished) -> None:
