@@ -95,7 +95,11 @@ class GeneratorBase:
     - ``sample(n, seed)``: build pairs with ``make_pair`` and ``synthetic_case_id``;
     - ``_tensors()`` / ``_restore(arrays, config)``: the arrays a checkpoint holds, and how to rebuild from them;
     - ``_networks(profile)`` (learned generators): the sampling-time networks, for ``parameter_count``;
-    - ``loss_curves()`` (learned generators).
+    - ``loss_curves()`` (learned generators);
+    - optionally ``fit_parts`` and ``fit_part(part, ...)``: parts of the fit that need nothing from one another,
+      which the runner trains as steps of their own beside each other before the fit resumes them from
+      ``work_dir`` (Duo-Diffusion's label and image chains), and ``training_seconds()``: the fit's compute as the
+      generator counted it across resumed attempts.
     """
 
     name: ClassVar[str] = ""
