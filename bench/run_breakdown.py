@@ -16,6 +16,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from foscu_bench.runner.fit_cache import fit_own_seconds
+
 
 def breakdown(run_dir: Path) -> dict:
     """Wall time and memory of the last invocation; seconds, count and longest step per step kind; the longest
@@ -28,8 +30,8 @@ def breakdown(run_dir: Path) -> dict:
         record = json.loads(path.read_text())
         seconds = float(record.get("seconds") or 0.0)
         if path.name.startswith("fit--"):  # a fit's seconds count its parts, steps of their own: count them once
-            parts[path.stem] = record.get("fit", {}).get("fit_part_seconds", {})
-            seconds = max(0.0, seconds - sum(parts[path.stem].values()))
+            parts[path.stem] = record["fit"].get("fit_part_seconds", {})
+            seconds = fit_own_seconds(record["fit"])
         by_kind[path.name.split("--")[0]].append((seconds, path.stem))
     chains = {}
     for seconds, name in by_kind.get("fit", []):

@@ -87,6 +87,11 @@ def _part_seconds(entry: FitEntry) -> dict[str, float]:
     return {record["part"]: float(record["seconds"]) for record in records}
 
 
+def fit_own_seconds(fit: dict) -> float:
+    """The fit step's own share of a fit record's ``fit_seconds``: the parts it counts ran as steps of their own."""
+    return max(0.0, fit["fit_seconds"] - sum(fit.get("fit_part_seconds", {}).values()))
+
+
 def _fit_into(ctx, name: str, entry: FitEntry, n_real: int | None, draw: int) -> None:
     generator = create(name)
     with ctx.reporter.task(f"fit {name}", None) as update:

@@ -14,6 +14,7 @@ import time
 from foscu_bench.errors import ConfigError
 from foscu_bench.runner.assemble import assemble
 from foscu_bench.runner.executors import EXECUTORS
+from foscu_bench.runner.fit_cache import fit_own_seconds
 from foscu_bench.runner.manifest import build_manifest, now, write_manifest
 from foscu_bench.runner.plan import plan, stamp_record, step_timing_key
 from foscu_bench.store import Step, exclusive_lock, remove_stale_temporaries
@@ -58,7 +59,8 @@ def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int |
             ctx.layout.write_step(step, stamp_record(record, step, threads))
             # a step taken from a cache took ~0 s: record a new fit's measured seconds, nothing for cached steps
             if not record.get("cache_hit"):
-                record_time(step_timing_key(ctx, step), _own_seconds(step, record, seconds))
+                record_time(step_timing_key(ctx, step),
+                            fit_own_seconds(record["fit"]) if step.kind == "fit" else seconds)
             manifest["steps"][step.name] = {"status": "done", "seconds": record.get("seconds")}
             write_manifest(ctx, manifest)
             ctx.reporter.step_done()
@@ -78,13 +80,6 @@ def execute(ctx, argv: list[str] | None = None, workers: int = 1, threads: int |
                                            peak_memory_mb_largest_worker=peak_memory_mb("children"))
         write_manifest(ctx, manifest)
     return manifest
-
-
-def _own_seconds(step: Step, record: dict, seconds: float) -> float:
-    """A step's own measured time: a new fit's time without its parts, which ran as steps of their own."""
-    if step.kind != "fit":
-        return seconds
-    return max(0.0, record["fit"]["fit_seconds"] - sum(record["fit"].get("fit_part_seconds", {}).values()))
 
 
 def run_serial(ctx, pending: list[Step], threads: int, finished) -> None:
