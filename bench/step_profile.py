@@ -362,7 +362,7 @@ def main() -> None:
 
     from foscu_bench.data.dataset import open_dataset
     from foscu_bench.profiles import get_profile
-    from foscu_bench.segmentation import resolve_device
+    from foscu_bench.precision import resolve_device
 
     device = resolve_device("auto")
     profile = get_profile(args.profile)

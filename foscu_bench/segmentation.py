@@ -10,7 +10,6 @@ Gaussian-weighted sliding windows. Left-right flips are not used: the liver's si
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 from foscu_bench.errors import ConfigError
 from foscu_bench.metrics.segmentation import case_metrics
 from foscu_bench.pair import Pair
+from foscu_bench.precision import autocast, resolve_device, resolve_precision
 from foscu_bench.profiles import SegmentationSettings
 
 ARMS = ("real", "real+synthetic", "synthetic")
@@ -45,23 +45,6 @@ class TrainResult:
     loader_workers: int = 0
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def resolve_precision(device: "torch.device", precision: str = "auto") -> str:  # noqa: F821
-    """``fp32`` or ``bf16``: bf16 only where the hardware computes it natively (emulated bf16 is slower than fp32)."""
-    import torch
-
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and MONAI; CPU runs are then bit-for-bit repeatable."""
     import torch
@@ -69,16 +52,6 @@ def seed_everything(seed: int) -> None:
 
     set_determinism(seed=seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> "torch.device":  # noqa: F821
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def build_unet(settings: SegmentationSettings, out_channels: int = N_CLASSES):
@@ -133,13 +106,15 @@ def _augmentation(settings: SegmentationSettings, shape: tuple[int, int, int], s
 def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str, settings: SegmentationSettings,
                        seed: int, device: str = "auto", synthetic_fraction: float | None = None,
                        progress: Callable[[int, float], None] | None = None,
-                       loader_workers: int | None = None) -> TrainResult:
+                       loader_workers: int | None = None,
+                       on_step: Callable[[object], None] | None = None) -> TrainResult:
     """Train one U-Net for one (arm, seed).
 
     ``synthetic_fraction`` is the probability that a training sample comes from the synthetic pool in the
     real+synthetic arm; None draws uniformly over all cases (i.e. proportional to the pool sizes).
     ``loader_workers``: processes that prepare training samples ahead of the network (see ``per_sample_streams``);
     None: none on CPU, where every core already trains a U-Net, several on a GPU.
+    ``on_step(model)``: called after every optimiser step (weight averages kept outside, as bench/seed_noise.py does).
     """
     import torch
     from monai.data import set_track_meta
@@ -188,11 +163,13 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
                 x, y = apply_batch(x, y, parameters)
             x, y = x.contiguous(memory_format=memory_format), y.round()
             optimiser.zero_grad(set_to_none=True)
-            with _autocast(dev, precision):
+            with autocast(dev, precision):
                 loss = loss_fn(model(x).float(), y)
             loss.backward()
             optimiser.step()
             schedule.step()
+            if on_step is not None:
+                on_step(model)
             result.losses.append(float(loss.detach()))
             if progress is not None:
                 progress(iteration + 1, result.losses[-1])
@@ -289,13 +266,6 @@ def _parallel_batches(real_pool, synth_pool, p_synth: float, augment, seed: int,
         yield images, labels, int(from_real.sum()), parameters
 
 
-def _autocast(device, precision: str):
-    """bf16 autocast (weights, optimiser state and the loss stay fp32), or nothing for fp32."""
-    import torch
-
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
 def _memory_format(device):
     """channels-last-3d on CPU, where oneDNN's 3D convolutions are 1.3x faster in it (bench/unet_step_speed.py)."""
     import torch
@@ -310,7 +280,7 @@ def predict(model, image: np.ndarray, settings: SegmentationSettings, device: st
 
     dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(dev)
-    with torch.inference_mode(), _autocast(dev, resolve_precision(dev, settings.precision)):
+    with torch.inference_mode(), autocast(dev, resolve_precision(dev, settings.precision)):
         logits = sliding_window_inference(x, roi_size=settings.patch_size, sw_batch_size=4, predictor=model,
                                           overlap=settings.sw_overlap, mode="gaussian")
     return logits.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)

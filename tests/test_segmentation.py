@@ -101,7 +101,7 @@ def test_sliding_window_handles_patches_smaller_than_the_volume(tiny_t2):
 def test_precision_is_resolved_from_the_hardware_and_recorded(tiny_t2):
     import torch
 
-    from foscu_bench.segmentation import resolve_precision
+    from foscu_bench.precision import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision(cpu, "fp32") == "fp32" and resolve_precision(cpu, "bf16") == "bf16"

@@ -137,7 +137,7 @@ def prepare(config: RunConfig, out: str | Path = "runs", reporter: Reporter | No
     """Open the dataset, make the split and fix the run's identity; cheap, nothing is trained."""
     from foscu_bench.data.dataset import open_dataset
     from foscu_bench.data.splits import split_dataset
-    from foscu_bench.segmentation import resolve_device
+    from foscu_bench.precision import resolve_device
 
     profile = get_profile(config.profile)
     device = resolve_device(config.device)

@@ -46,7 +46,7 @@ def stage_rng(seed: int, stage: str, iteration: int) -> tuple[np.random.Generato
 
 def stage_precision(config: DuoConfig, device, stage: str) -> str:
     """``fp32`` or ``bf16`` for one stage (see ``DuoConfig.precision``)."""
-    from foscu_bench.segmentation import resolve_precision
+    from foscu_bench.precision import resolve_precision
 
     if config.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {config.precision!r}")
