@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,26 @@ def duo_diagnostics(gen, real) -> dict:
     return out
 
 
+def consistency_budget(gen, held_out, unet, settings, n: int = 32) -> dict:
+    """Where Duo-Diffusion's consistency gap opens: the judge on held-out real images (the ceiling), on their image
+    autoencoder reconstructions (what decoding alone costs), and on images the ControlNet generates for their real
+    labels (what the image stage costs without the label generator); generated labels are the main result."""
+    import torch
+
+    pairs = held_out[:n]
+    ae = gen.modules["image_autoencoder"]
+    with torch.no_grad():
+        images = torch.from_numpy(np.stack([p.image for p in pairs]))
+        recon = torch.cat([ae.decode(ae.encode(images[i:i + 4])[0]) for i in range(0, len(images), 4)]).numpy()
+    reconstructed = [replace(p, image=np.clip(r, 0.0, 1.0).astype(p.image.dtype)) for p, r in zip(pairs, recon)]
+    generated = gen.images_for_labels([p.label for p in pairs], seed=1)
+    on_real_labels = [replace(p, image=np.clip(g, 0.0, 1.0).astype(p.image.dtype)) for p, g in zip(pairs, generated)]
+    return {"n": len(pairs),
+            "real_images": summary(image_label_consistency(pairs, unet, settings)),
+            "autoencoder_reconstructions": summary(image_label_consistency(reconstructed, unet, settings)),
+            "generated_for_real_labels": summary(image_label_consistency(on_real_labels, unet, settings))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fitted", nargs="+", required=True, help="NAME=DIR of saved generators")
@@ -76,6 +97,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--sampler", default=None, help="sampler of learned generators (default: theirs)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, nargs="+", default=None,
+                        help="Duo-Diffusion: sample once per classifier-free guidance weight of the image stage "
+                             "(DuoConfig.control_guidance; keys get -wW)")
     parser.add_argument("--tag", default="", help="suffix of the result keys and figure names (e.g. before)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality_quick.json"))
     parser.add_argument("--figures", type=Path, default=Path("paper_figures"))
@@ -101,26 +125,31 @@ def main() -> None:
                             "tumour_dice": summary(tumour_consistency(test, unet, settings)), "judge": judge,
                             "n_cases": len(test)}
     print(json.dumps(results[ceiling_key]), flush=True)
-    for item in args.fitted:
+    for item, guidance in [(item, w) for item in args.fitted for w in (args.guidance or [None])]:
         name, _, directory = item.partition("=")
         gen = G.load(name, Path(directory))
+        if guidance is not None:
+            gen.duo_config = replace(gen.duo_config, control_guidance=guidance)
         real = [p for p in train if p.case_id in set(gen.train_case_ids)]
         kwargs = {"sampler": args.sampler, "steps": args.steps} if args.sampler or args.steps else {}
         start = time.perf_counter()
         pairs = [p for p in gen.sample(args.n, seed=1, **kwargs)] if kwargs else \
             G.sample_validated(gen, args.n, seed=1, shape=ds.profile.shape)
         seconds = (time.perf_counter() - start) / args.n
-        key = f"{name}{'-' + args.tag if args.tag else ''}"
+        key = f"{name}{'-' + args.tag if args.tag else ''}{f'-w{guidance:g}' if guidance is not None else ''}"
         figure_pairs = [p for pair in zip(pick_preview_cases(real, 3), pick_preview_cases(pairs, 3)) for p in pair]
         figure = save_preview(figure_pairs, args.figures / f"samples_{key}_{args.profile}.png",
                               title=f"{key}: real training pair, then generated pair ({args.profile} profile)")
         results[key] = {"consistency": summary(image_label_consistency(pairs, unet, settings)),
                         "tumour_dice": summary(tumour_consistency(pairs, unet, settings)),
                         "judge": judge, "n_real_cases_fitted": len(real), "sampler": args.sampler, "steps": args.steps,
+                        "control_guidance": getattr(getattr(gen, "duo_config", None), "control_guidance", None),
                         "sample_seconds_per_volume": seconds, "figure": str(figure), **sample_report(pairs, real),
                         **memorisation_report(pairs, real, test[:len(pairs)])}
         if name.startswith("duo-diffusion"):
             results[key]["diagnostics"] = duo_diagnostics(gen, real)
+            if args.judge == "held-out":
+                results[key]["consistency_budget"] = consistency_budget(gen, test, unet, settings)
         print(json.dumps({key: results[key]}, default=float), flush=True)
         atomic_write_json(args.out, results)
 

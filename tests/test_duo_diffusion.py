@@ -78,6 +78,49 @@ def test_images_follow_their_control_label_only_through_the_controlnet(fitted):
     np.testing.assert_array_equal(a0, b0)
 
 
+def test_control_guidance_extrapolates_from_the_unconditional_image_model(fitted):
+    """``control_guidance`` w: uncond + w (controlled - uncond), the plain image U-Net as the unconditional model.
+    w = 0 is exactly the image model without its ControlNet (a silenced ControlNet gives the same images); w = 1 is
+    the plain ControlNet; one denoising step at w = 2.5 equals the formula computed by hand."""
+    import copy
+    from dataclasses import replace
+
+    from foscu_bench.conditioning import label_channels
+    from foscu_bench.generators.duo_diffusion.sampling import _step, sampling_scheduler
+
+    label = fitted.generate_labels(1, seed=11)[0]
+    plain = fitted.images_for_labels([label], seed=5)[0]
+    guided = copy.deepcopy(fitted)
+    guided.duo_config = replace(fitted.duo_config, control_guidance=1.0)
+    np.testing.assert_array_equal(guided.images_for_labels([label], seed=5)[0], plain)
+    guided.duo_config = replace(fitted.duo_config, control_guidance=0.0)
+    unconditional = guided.images_for_labels([label], seed=5)[0]
+    silenced = copy.deepcopy(fitted)
+    with torch.no_grad():
+        for name, parameter in silenced.modules["controlnet"].named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                parameter.zero_()
+    np.testing.assert_allclose(unconditional, silenced.images_for_labels([label], seed=5)[0], atol=1e-5)
+    assert not np.allclose(unconditional, plain)
+
+    unet, controlnet = fitted.modules["image_unet"], fitted.modules["controlnet"]
+    shape = fitted._latent_shape("image", 1)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    control = torch.from_numpy(label_channels(label)[None])
+    scheduler = sampling_scheduler(fitted.duo_config, "ddim", 4, int(np.prod(shape[2:])), "cpu")
+    t = list(scheduler.timesteps)[0]
+    with torch.no_grad():
+        stepped = _step(unet, scheduler, "ddim", x, t, list(scheduler.timesteps), 0, shape, "cpu", None, controlnet,
+                        control, guidance=2.5)
+        tt = torch.full((1,), int(t), dtype=torch.long)
+        down, mid = controlnet(x=x, timesteps=tt, controlnet_cond=control)
+        controlled = unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        by_hand = unet(x, tt) + 2.5 * (controlled - unet(x, tt))
+        expected = sampling_scheduler(fitted.duo_config, "ddim", 4, int(np.prod(shape[2:])), "cpu").step(
+            by_hand, int(t), x)[0]
+    torch.testing.assert_close(stepped, expected)
+
+
 def test_batched_sampling_gives_each_volume_its_own_noise(fitted):
     """Volumes are denoised sample_batch at a time, but volume i depends on its own seed only: alone or beside
     another volume it comes out the same (up to the last bits of batched arithmetic), and the sample stream is
@@ -255,7 +298,7 @@ def test_auto_precision_keeps_the_latent_stages_in_fp32():
 
     from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
     from foscu_bench.generators.duo_diffusion.training import stage_precision
-    from foscu_bench.segmentation import resolve_precision
+    from foscu_bench.precision import resolve_precision
 
     cpu = torch.device("cpu")
     native = resolve_precision(cpu, "auto")

@@ -170,17 +170,23 @@ def denoise(unet, config: DuoConfig, shape: tuple[int, ...], generator: torch.Ge
     timesteps = list(scheduler.timesteps)
     with cached_control_embedding(controlnet, control) if controlnet is not None else nullcontext():
         for i, t in enumerate(timesteps):
-            x = _step(unet, scheduler, sampler, x, t, timesteps, i, shape, device, generator, controlnet, control)
+            x = _step(unet, scheduler, sampler, x, t, timesteps, i, shape, device, generator, controlnet, control,
+                      config.control_guidance)
     return x
 
 
 def _step(unet, scheduler, sampler: str, x: torch.Tensor, t, timesteps: list, i: int, shape: tuple[int, ...], device,
-          generator: torch.Generator, controlnet, control: torch.Tensor | None) -> torch.Tensor:
-    """One reverse step: predict with the (optionally ControlNet-guided) U-Net, then let the scheduler move x."""
+          generator: torch.Generator, controlnet, control: torch.Tensor | None, guidance: float = 1.0) -> torch.Tensor:
+    """One reverse step: predict with the (optionally ControlNet-guided) U-Net, then let the scheduler move x.
+
+    ``guidance`` != 1: classifier-free guidance with the plain U-Net as the unconditional model."""
     tt = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
     if controlnet is not None:
         down, mid = controlnet(x=x, timesteps=tt, controlnet_cond=control)
         out = unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        if guidance != 1.0:
+            unconditional = unet(x, tt)
+            out = unconditional + guidance * (out - unconditional)
     else:
         out = unet(x, tt)
     if sampler == "rflow":
