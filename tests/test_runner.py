@@ -108,7 +108,7 @@ def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):
     from foscu_bench.runner import RunConfig, prepare
     from foscu_bench.runner.executors import EXECUTORS
     from foscu_bench.runner.fit_cache import fit_entry
-    from foscu_bench.runner.parallel import dependencies
+    from foscu_bench.runner.parallel import step_dependencies
     from foscu_bench.runner.plan import steps
     from foscu_bench.store import Step
 
@@ -120,7 +120,7 @@ def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):
     planned = [s for s in steps(ctx) if s.generator == meta.name]
     part, fit = planned[:2]
     assert (part.kind, part.part, fit.kind) == ("fitpart", "half", "fit")
-    assert dependencies(fit, 1, ctx.fit_parts(fit.generator)) == [part]
+    assert step_dependencies(ctx, fit) == [part]
     assert Step.from_name(part.filename) == part and part.name == "fitpart/split-classic-aug/half"
     record = EXECUTORS["fitpart"](ctx, part, {})
     assert record["seconds"] is not None and "cache_hit" not in record

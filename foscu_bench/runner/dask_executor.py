@@ -68,7 +68,7 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
         raise ConfigError("--executor dask needs Dask's distributed package: pip install 'foscu-bench[dask]'") from None
 
     from foscu_bench.data.cache import cache_root
-    from foscu_bench.runner.parallel import KIND_PRIORITY, dependencies
+    from foscu_bench.runner.parallel import KIND_PRIORITY, step_dependencies
 
     on_gpu = ctx.device.type == "cuda"
     with ExitStack() as stack:
@@ -91,8 +91,7 @@ def run_dask(ctx, pending: list[Step], threads: int, finished: Callable[[Step, d
         invocation = uuid.uuid4().hex[:8]  # a key of an earlier, killed driver may linger on a shared scheduler
         futures: dict[Step, object] = {}
         for step in pending:  # plan order: every step after the steps it depends on
-            deps = [futures[d] for d in dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator))
-                    if d in futures]
+            deps = [futures[d] for d in step_dependencies(ctx, step) if d in futures]
             futures[step] = client.submit(compute_step, payload, step, *deps,
                                           key=f"{ctx.run_id}/{step.name}/{invocation}",
                                           pure=False, priority=-KIND_PRIORITY[step.kind],

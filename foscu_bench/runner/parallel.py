@@ -56,6 +56,11 @@ def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> lis
     return []
 
 
+def step_dependencies(ctx, step: Step) -> list[Step]:
+    """``dependencies`` in a run: its seeds, and a fit's parts (the generator class is asked only for fits)."""
+    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator) if step.kind == "fit" else ())
+
+
 def run_parallel(ctx, pending: list[Step], workers: int, threads: int,
                  finished: Callable[[Step, dict, float], None]) -> None:
     """Run ``pending`` on ``workers`` spawned processes; ``finished(step, record, seconds)`` in this process as
@@ -64,8 +69,7 @@ def run_parallel(ctx, pending: list[Step], workers: int, threads: int,
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    waiting = {step: set(dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator))) & set(pending)
-               for step in pending}
+    waiting = {step: set(step_dependencies(ctx, step)) & set(pending) for step in pending}
     order = {step: i for i, step in enumerate(pending)}
     error: BaseException | None = None
     with ExitStack() as stack:
