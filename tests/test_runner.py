@@ -99,6 +99,38 @@ def test_parallel_scheduler_respects_dependencies():
     assert KIND_PRIORITY["fit"] == KIND_PRIORITY["fitpart"] == min(KIND_PRIORITY.values())  # longest chains first
     assert dependencies(Step("fit", "g", None, None, 8), 3, ("a", "b")) == [
         Step("fitpart", "g", None, None, 8, part="a"), Step("fitpart", "g", None, None, 8, part="b")]
+    assert dependencies(Step("fidelity", "g", None, None, 8), 2, fit_seed=1)[-1] == Step("unet", None, 1, "real", 8)
+    assert Step("unet", None, 2, "real") not in dependencies(Step("fidelity", "g"), 2, fit_seed=2)  # no such seed
+
+
+def test_the_consistency_segmenter_is_the_real_only_unet_of_the_fit_seed(monkeypatch):
+    """The fidelity steps' segmenter is the level's real-only U-Net of the fit seed: the U-Net step keeps it, and the
+    fidelity step (which waits for it) loads it instead of training it again; it equals the network trained anew."""
+    import torch
+
+    from foscu_bench import segmentation
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.consistency import consistency_segmenter
+    from foscu_bench.runner.executors import EXECUTORS
+    from foscu_bench.runner.parallel import step_dependencies
+    from foscu_bench.store import Step
+
+    torch.set_num_threads(1)
+    ctx = prepare(RunConfig(generators=("classic-aug",), seeds=1, profile="tiny", controls=False), "unused-runs")
+    real_only = Step("unet", None, 0, "real")
+    assert real_only in step_dependencies(ctx, Step("fidelity", "classic-aug"))
+    EXECUTORS["unet"](ctx, real_only, {})
+    anew = segmentation.train_segmentation(ctx.pairs("train"), [], "real", ctx.profile.segmentation, seed=0,
+                                           device="cpu").model.state_dict()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the fidelity step trained its segmenter again")
+
+    monkeypatch.setattr(segmentation, "train_segmentation", no_training)
+    model, provenance = consistency_segmenter(ctx)
+    kept = model.state_dict()
+    assert provenance["seed"] == ctx.config.fit_seed and kept.keys() == anew.keys()
+    assert all(torch.equal(kept[k], anew[k]) for k in kept)
 
 
 def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):

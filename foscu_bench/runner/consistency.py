@@ -4,7 +4,8 @@ A U-Net trained on the level's real training cases only (the fit seed, the profi
 synthetic image; consistency is the liver Dice against the label the pair came with. The same U-Net's Dice on the
 held-out reference volumes is the ceiling at this grid. Field practice (MAISI scores its synthetic CTs this way).
 The network is cached by content (dataset, training ids, profile, seed, device, code), so every generator of a
-level, and every run that shares the level, trains it once.
+level, and every run that shares the level, trains it once; and it is the real-only U-Net of the fit seed, so the
+runner keeps that one (``keep_segmenter``) and its fidelity steps, which wait for it, train nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +16,38 @@ from foscu_bench.hashing import json_hash
 CONSISTENCY_VERSION = 1
 
 
-def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
-    """The level's real-data U-Net, trained once and cached (safetensors)."""
-    from foscu_bench.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+def _segmenter_directory(ctx, n_real: int | None, draw: int):
     from foscu_bench.data.cache import cache_root
+
+    key = json_hash({"dataset": ctx.fingerprint, "train": ctx.train_ids(n_real, draw), "profile": ctx.profile.to_dict(),
+                     "seed": ctx.config.fit_seed, "device": ctx.device.type, "version": CONSISTENCY_VERSION,
+                     "code": modules_fingerprint(["foscu_bench.segmentation"])})
+    return cache_root() / "segmenters" / key
+
+
+def keep_segmenter(ctx, n_real: int | None, draw: int, result) -> None:
+    """Store a real-only U-Net trained with the fit seed as the level's segmenter: it *is* that network (same
+    cases, seed, settings), so the fidelity steps load it instead of training it a second time."""
+    from foscu_bench.store import exclusive_lock
+
+    directory = _segmenter_directory(ctx, n_real, draw)
+    with exclusive_lock(directory.parent / f"{directory.name}.lock", wait=True):
+        if not (directory / "config.json").is_file():
+            _save_segmenter(directory, result, ctx.config.fit_seed)
+
+
+def _save_segmenter(directory, result, seed: int) -> None:
+    from foscu_bench.checkpoint import save_checkpoint
+
+    save_checkpoint(directory, {f"network.{k}": v for k, v in result.model.state_dict().items()},
+                    {"n_real": result.n_real, "iterations": result.iterations, "seconds": result.seconds,
+                     "precision": result.precision, "seed": seed})
+
+
+def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
+    """The level's real-data U-Net: the real-only U-Net of the fit seed where the run kept it (``keep_segmenter``),
+    else trained here; cached (safetensors)."""
+    from foscu_bench.checkpoint import load_checkpoint, load_module_state
     from foscu_bench.segmentation import build_unet, train_segmentation
     from foscu_bench.store import exclusive_lock
 
@@ -26,17 +55,13 @@ def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
     if memo in ctx.memo:
         return ctx.memo[memo]
     settings = ctx.profile.segmentation
-    key = json_hash({"dataset": ctx.fingerprint, "train": ctx.train_ids(n_real, draw), "profile": ctx.profile.to_dict(),
-                     "seed": ctx.config.fit_seed, "device": ctx.device.type, "version": CONSISTENCY_VERSION,
-                     "code": modules_fingerprint(["foscu_bench.segmentation"])})
-    directory = cache_root() / "segmenters" / key
+    directory = _segmenter_directory(ctx, n_real, draw)
+    key = directory.name
     with exclusive_lock(directory.parent / f"{key}.lock", wait=True):
         if not (directory / "config.json").is_file():
             result = train_segmentation(ctx.pairs("train", n_real, draw), [], "real", settings,
                                         seed=ctx.config.fit_seed, device=str(ctx.device))
-            save_checkpoint(directory, {f"network.{k}": v for k, v in result.model.state_dict().items()},
-                            {"n_real": result.n_real, "iterations": result.iterations, "seconds": result.seconds,
-                             "precision": result.precision, "seed": ctx.config.fit_seed})
+            _save_segmenter(directory, result, ctx.config.fit_seed)
     arrays, config = load_checkpoint(directory)
     model = build_unet(settings)
     load_module_state(model, arrays, "network")

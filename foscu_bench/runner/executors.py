@@ -110,6 +110,10 @@ def _train_unet(ctx, step: Step) -> dict:
         started = time.perf_counter()
         rows = evaluate(result.model, ctx.pairs("test"), ctx.profile.segmentation)
         eval_seconds = time.perf_counter() - started
+    if step.generator is None and step.arm == "real" and step.seed == ctx.config.fit_seed:
+        from foscu_bench.runner.consistency import keep_segmenter
+
+        keep_segmenter(ctx, step.n_real, step.draw, result)  # the fidelity steps' segmenter is this very network
     generator = step.generator or "real-only"
     rows = [{"generator": generator, "arm": step.arm, "n_real": ctx.n_train(step.n_real), "draw": step.draw,
              "seed": step.seed, **row} for row in rows]
