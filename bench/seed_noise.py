@@ -121,27 +121,35 @@ def _train(task: tuple) -> list[dict]:
 
 
 def _predict(models: list, image: np.ndarray, settings) -> np.ndarray:
-    """Label map from one network (the runner's ``predict``) or from the mean softmax of several (an ensemble)."""
+    """Label map from one network, or from the mean softmax of several (an ensemble), by the runner's ``predict``."""
     import torch
-    from monai.inferers import sliding_window_inference
 
-    from foscu_bench.precision import autocast, resolve_precision
     from foscu_bench.segmentation import predict
+
+    class MeanSoftmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(models)
+
+        def forward(self, x):
+            return torch.stack([m(x).float().softmax(dim=1) for m in self.members]).mean(dim=0)
 
     for model in models:
         model.eval()
-    if len(models) == 1:
-        return predict(models[0], image, settings)
-    device = next(models[0].parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    return predict(models[0] if len(models) == 1 else MeanSoftmax().eval(), image, settings)
 
-    def mean_softmax(patch):
-        return torch.stack([m(patch).float().softmax(dim=1) for m in models]).mean(dim=0)
 
-    with torch.inference_mode(), autocast(device, resolve_precision(device, settings.precision)):
-        probabilities = sliding_window_inference(x, roi_size=settings.patch_size, sw_batch_size=4,
-                                                 predictor=mean_softmax, overlap=settings.sw_overlap, mode="gaussian")
-    return probabilities.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+def _real_only_rows(path: Path) -> list[dict]:
+    """The real-only rows (final weights) of an earlier output: they do not depend on any synthetic option."""
+    return [r for r in json.loads(path.read_text())["rows"] if r["arm"] == "real-only" and r["variant"] == "final"]
+
+
+def _matrices(rows: list[dict], variant: str, seeds: int | None = None) -> dict[str, np.ndarray]:
+    """(cases x seeds) Dice per arm of one variant, real-only first, on the seeds every arm has (the first ``seeds``)."""
+    by = {(r["arm"], r["seed"]): np.asarray(r["dice_liver"]) for r in rows if r["variant"] == variant}
+    arms = list(dict.fromkeys(a for a, _ in sorted(by, key=lambda k: (k[0] != "real-only", k))))
+    kept = sorted(s for s in {s for _, s in by} if all((arm, s) in by for arm in arms))[:seeds]
+    return {arm: np.stack([by[(arm, s)] for s in kept], axis=1) for arm in arms}
 
 
 def summarise(rows: list[dict], design_seeds: int = 5) -> dict:
@@ -150,13 +158,11 @@ def summarise(rows: list[dict], design_seeds: int = 5) -> dict:
 
     out = {}
     for variant in dict.fromkeys(r["variant"] for r in rows):
-        by = {(r["arm"], r["seed"]): np.asarray(r["dice_liver"]) for r in rows if r["variant"] == variant}
-        arms = list(dict.fromkeys(a for a, _ in sorted(by, key=lambda k: (k[0] != "real-only", k))))
+        matrix = _matrices(rows, variant)
+        arms = list(matrix)
         if "real-only" not in arms:
             continue
-        seeds = sorted({s for a, s in by if all((arm, s) in by for arm in arms)})
-        matrix = {arm: np.stack([by[(arm, s)] for s in seeds], axis=1) for arm in arms}
-        comparisons, entry = [], {"seeds": len(seeds)}
+        comparisons, entry = [], {"seeds": matrix["real-only"].shape[1]}
         entry["real_only_mean"] = float(matrix["real-only"].mean() * 100)
         entry["real_only_seed_sd"] = float(matrix["real-only"].mean(axis=0).std(ddof=1) * 100)
         for control in [a for a in arms if a != "real-only"]:
@@ -181,22 +187,19 @@ def markdown_table(paths: list[Path], seeds: int = 6, real_only_from: Path | Non
     positive control alone and pooled over both controls (the calibration verdict's design)."""
     from foscu_bench import stats
 
-    extra_real = []
-    if real_only_from:
-        extra_real = [r for r in json.loads(real_only_from.read_text())["rows"]
-                      if r["arm"] == "real-only" and r["variant"] == "final"]
+    extra_real = _real_only_rows(real_only_from) if real_only_from else []
     lines = ["| file: weights | seeds | real-only Dice | real-only seed sd | oracle delta | its seed sd | negative delta | "
              "its seed sd | MDE@5 oracle | MDE@5 both controls |", "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         rows = json.loads(path.read_text())["rows"]
         for variant in dict.fromkeys(r["variant"] for r in rows):
-            by = {(r["arm"], r["seed"]): np.asarray(r["dice_liver"]) for r in rows if r["variant"] == variant}
-            if not any(arm == "real-only" for arm, _ in by):
-                by |= {(r["arm"], r["seed"]): np.asarray(r["dice_liver"]) for r in extra_real}
-            arms = [arm for arm in ARMS if any(a == arm for a, _ in by)]
-            kept = [s for s in range(seeds) if all((arm, s) in by for arm in arms)]
-            matrix = {arm: np.stack([by[(arm, s)] for s in kept], axis=1) for arm in arms}
-            fits = {arm: stats.crossed_random_effects(matrix[arm] - matrix["real-only"]) for arm in arms[1:]}
+            own = [r for r in rows if r["variant"] == variant]
+            if not any(r["arm"] == "real-only" for r in own):
+                own += [{**r, "variant": variant} for r in extra_real]
+            matrix = _matrices([r for r in own if r["arm"] in ARMS], variant, seeds)
+            kept = range(matrix["real-only"].shape[1])
+            fits = {arm: stats.crossed_random_effects(matrix[arm] - matrix["real-only"]) for arm in matrix
+                    if arm != "real-only"}
             cells = []
             for control in ("phantom-oracle", "mismatched-labels"):
                 fit = fits.get(control)
@@ -256,8 +259,7 @@ def main() -> None:
     tasks = [(arm, seed, args.real_cases, args.seeds, options) for seed in range(args.seeds) for arm in arms]
     rows: list[dict] = []
     if args.real_only_from:
-        rows = [r for r in json.loads(args.real_only_from.read_text())["rows"]
-                if r["arm"] == "real-only" and r["variant"] == "final" and r["seed"] < args.seeds]
+        rows = [r for r in _real_only_rows(args.real_only_from) if r["seed"] < args.seeds]
         tasks = [t for t in tasks if t[0] != "real-only"]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
