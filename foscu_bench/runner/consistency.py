@@ -10,6 +10,8 @@ runner keeps that one (``keep_segmenter``) and its fidelity steps, which wait fo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from foscu_bench.generator import modules_fingerprint
 from foscu_bench.hashing import json_hash
 
@@ -28,20 +30,23 @@ def _segmenter_directory(ctx, n_real: int | None, draw: int):
 def keep_segmenter(ctx, n_real: int | None, draw: int, result) -> None:
     """Store a real-only U-Net trained with the fit seed as the level's segmenter: it *is* that network (same
     cases, seed, settings), so the fidelity steps load it instead of training it a second time."""
+    _store_segmenter(ctx, n_real, draw, lambda: result)
+
+
+def _store_segmenter(ctx, n_real: int | None, draw: int, trained) -> Path:
+    """The level's segmenter directory, holding ``trained()``'s network unless one is there already (locked, so
+    two processes never both train or write it)."""
+    from foscu_bench.checkpoint import save_checkpoint
     from foscu_bench.store import exclusive_lock
 
     directory = _segmenter_directory(ctx, n_real, draw)
     with exclusive_lock(directory.parent / f"{directory.name}.lock", wait=True):
         if not (directory / "config.json").is_file():
-            _save_segmenter(directory, result, ctx.config.fit_seed)
-
-
-def _save_segmenter(directory, result, seed: int) -> None:
-    from foscu_bench.checkpoint import save_checkpoint
-
-    save_checkpoint(directory, {f"network.{k}": v for k, v in result.model.state_dict().items()},
-                    {"n_real": result.n_real, "iterations": result.iterations, "seconds": result.seconds,
-                     "precision": result.precision, "seed": seed})
+            result = trained()
+            save_checkpoint(directory, {f"network.{k}": v for k, v in result.model.state_dict().items()},
+                            {"n_real": result.n_real, "iterations": result.iterations, "seconds": result.seconds,
+                             "precision": result.precision, "seed": ctx.config.fit_seed})
+    return directory
 
 
 def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
@@ -49,19 +54,14 @@ def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
     else trained here; cached (safetensors)."""
     from foscu_bench.checkpoint import load_checkpoint, load_module_state
     from foscu_bench.segmentation import build_unet, train_segmentation
-    from foscu_bench.store import exclusive_lock
 
     memo = ("consistency_segmenter", n_real, draw)
     if memo in ctx.memo:
         return ctx.memo[memo]
     settings = ctx.profile.segmentation
-    directory = _segmenter_directory(ctx, n_real, draw)
+    directory = _store_segmenter(ctx, n_real, draw, lambda: train_segmentation(
+        ctx.pairs("train", n_real, draw), [], "real", settings, seed=ctx.config.fit_seed, device=str(ctx.device)))
     key = directory.name
-    with exclusive_lock(directory.parent / f"{key}.lock", wait=True):
-        if not (directory / "config.json").is_file():
-            result = train_segmentation(ctx.pairs("train", n_real, draw), [], "real", settings,
-                                        seed=ctx.config.fit_seed, device=str(ctx.device))
-            _save_segmenter(directory, result, ctx.config.fit_seed)
     arrays, config = load_checkpoint(directory)
     model = build_unet(settings)
     load_module_state(model, arrays, "network")
