@@ -81,13 +81,15 @@ def consistency_budget(gen, held_out, unet, settings, n: int = 32) -> dict:
     with torch.no_grad():
         images = torch.from_numpy(np.stack([p.image for p in pairs]))
         recon = torch.cat([ae.decode(ae.encode(images[i:i + 4])[0]) for i in range(0, len(images), 4)]).numpy()
-    reconstructed = [replace(p, image=np.clip(r, 0.0, 1.0).astype(p.image.dtype)) for p, r in zip(pairs, recon)]
     generated = gen.images_for_labels([p.label for p in pairs], seed=1)
-    on_real_labels = [replace(p, image=np.clip(g, 0.0, 1.0).astype(p.image.dtype)) for p, g in zip(pairs, generated)]
-    return {"n": len(pairs),
-            "real_images": summary(image_label_consistency(pairs, unet, settings)),
-            "autoencoder_reconstructions": summary(image_label_consistency(reconstructed, unet, settings)),
-            "generated_for_real_labels": summary(image_label_consistency(on_real_labels, unet, settings))}
+
+    def judged(images) -> dict:  # the held-out labels, with ``images`` in place of their own
+        return summary(image_label_consistency(
+            [replace(p, image=np.clip(i, 0.0, 1.0).astype(p.image.dtype)) for p, i in zip(pairs, images)],
+            unet, settings))
+
+    return {"n": len(pairs), "real_images": summary(image_label_consistency(pairs, unet, settings)),
+            "autoencoder_reconstructions": judged(recon), "generated_for_real_labels": judged(generated)}
 
 
 def main() -> None:
