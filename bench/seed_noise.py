@@ -26,8 +26,6 @@ import numpy as np
 ARMS = {"real-only": None, "phantom-oracle": "phantom-oracle", "mismatched-labels": "mismatched-labels"}
 EMA_DECAYS = (0.99, 0.995, 0.998)
 UNIFORM_TAILS = (0.25, 0.5)
-MEMBER_SEED_OFFSET = 10_000
-"""Ensemble member m > 0 of training seed s trains with seed s + m * offset: no run's seeds reach it."""
 """Uniform weight averages over the last quarter / half of the iterations (SWA-style, on the poly schedule)."""
 
 
@@ -73,7 +71,7 @@ def _train(task: tuple) -> list[dict]:
     from foscu_bench.metrics.segmentation import dice
     from foscu_bench.runner.executors import unet_settings
     from foscu_bench.runner.fit_cache import fitted_generator
-    from foscu_bench.segmentation import train_segmentation
+    from foscu_bench.segmentation import MEMBER_SEED_OFFSET, train_segmentation
     from foscu_bench.store import Step
 
     arm_name, seed, real_cases, seeds, options = task
@@ -98,7 +96,8 @@ def _train(task: tuple) -> list[dict]:
                                      ctx.profile.shape)
     arm = "real+synthetic" if control else "real"
     step = Step("unet", generator=control, seed=seed, arm=arm, n_real=real_cases, draw=0)
-    settings = replace(unet_settings(ctx, step, len(real), len(synthetic)), **options["settings"])
+    # one network per member here (the profile's own ensemble is what --members 2 reproduces, member by member)
+    settings = replace(unet_settings(ctx, step, len(real), len(synthetic)), **options["settings"], members=1)
     averages = _Averages(settings.iterations) if options["averages"] else None
     start = time.perf_counter()
     members = []
@@ -122,21 +121,12 @@ def _train(task: tuple) -> list[dict]:
 
 def _predict(models: list, image: np.ndarray, settings) -> np.ndarray:
     """Label map from one network, or from the mean softmax of several (an ensemble), by the runner's ``predict``."""
-    import torch
-
+    from foscu_bench.ensemble import MeanSoftmaxEnsemble
     from foscu_bench.segmentation import predict
-
-    class MeanSoftmax(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = torch.nn.ModuleList(models)
-
-        def forward(self, x):
-            return torch.stack([m(x).float().softmax(dim=1) for m in self.members]).mean(dim=0)
 
     for model in models:
         model.eval()
-    return predict(models[0] if len(models) == 1 else MeanSoftmax().eval(), image, settings)
+    return predict(models[0] if len(models) == 1 else MeanSoftmaxEnsemble(models).eval(), image, settings)
 
 
 def _real_only_rows(path: Path) -> list[dict]:

@@ -10,7 +10,7 @@ Gaussian-weighted sliding windows. Left-right flips are not used: the liver's si
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,6 +22,9 @@ from foscu_bench.precision import autocast, resolve_device, resolve_precision
 from foscu_bench.profiles import SegmentationSettings
 
 ARMS = ("real", "real+synthetic", "synthetic")
+MEMBER_SEED_OFFSET = 10_000
+"""Member m of an (arm, seed) ensemble trains with seed ``seed + MEMBER_SEED_OFFSET * m``: member 0 is the single
+U-Net of that seed, and no member shares a seed with another (arm, seed) of a run (seeds < 10,000)."""
 N_CLASSES = 3  # background, liver, tumour (the tumour channel simply learns "absent" on tumour-free data)
 
 
@@ -59,6 +62,15 @@ def build_unet(settings: SegmentationSettings, out_channels: int = N_CLASSES):
 
     return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, channels=settings.channels,
                 strides=settings.strides, num_res_units=settings.num_res_units, norm="instance")
+
+
+def build_segmenter(settings: SegmentationSettings, out_channels: int = N_CLASSES):
+    """What an arm trains: one U-Net, or ``settings.members`` of them as a mean-softmax ensemble."""
+    if settings.members == 1:
+        return build_unet(settings, out_channels)
+    from foscu_bench.ensemble import MeanSoftmaxEnsemble
+
+    return MeanSoftmaxEnsemble([build_unet(settings, out_channels) for _ in range(settings.members)])
 
 
 def training_pools(arm: str, real: Sequence[Pair], synthetic: Sequence[Pair]) -> tuple[list[Pair], list[Pair]]:
@@ -108,6 +120,35 @@ def train_segmentation(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str
                        progress: Callable[[int, float], None] | None = None,
                        loader_workers: int | None = None,
                        on_step: Callable[[object], None] | None = None) -> TrainResult:
+    """Train what one (arm, seed) trains: one U-Net, or an ensemble of ``settings.members`` U-Nets trained one
+    after another with their own seeds (``MEMBER_SEED_OFFSET``); arguments as ``train_network``. The ensemble's
+    losses are the members' mean per iteration, its seconds and real exposures their sums; ``progress`` counts
+    every member's iterations."""
+    if settings.members < 1:
+        raise ConfigError(f"members must be >= 1, got {settings.members}")
+    if settings.members == 1:
+        return train_network(real, synthetic, arm, settings, seed, device, synthetic_fraction, progress,
+                             loader_workers, on_step)
+    from foscu_bench.ensemble import MeanSoftmaxEnsemble
+
+    results = []
+    for member in range(settings.members):
+        done = member * settings.iterations
+        member_progress = None if progress is None else (lambda it, loss, done=done: progress(done + it, loss))
+        results.append(train_network(real, synthetic, arm, settings, seed + MEMBER_SEED_OFFSET * member, device,
+                                     synthetic_fraction, member_progress, loader_workers, on_step))
+    first = results[0]
+    ensemble = MeanSoftmaxEnsemble([r.model for r in results]).eval()
+    return replace(first, model=ensemble, losses=[float(np.mean(ls)) for ls in zip(*(r.losses for r in results))],
+                   seconds=sum(r.seconds for r in results), iterations=sum(r.iterations for r in results),
+                   real_exposures=sum(r.real_exposures for r in results))
+
+
+def train_network(real: Sequence[Pair], synthetic: Sequence[Pair], arm: str, settings: SegmentationSettings,
+                  seed: int, device: str = "auto", synthetic_fraction: float | None = None,
+                  progress: Callable[[int, float], None] | None = None,
+                  loader_workers: int | None = None,
+                  on_step: Callable[[object], None] | None = None) -> TrainResult:
     """Train one U-Net for one (arm, seed).
 
     ``synthetic_fraction`` is the probability that a training sample comes from the synthetic pool in the

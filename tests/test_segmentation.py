@@ -57,6 +57,34 @@ def test_same_seed_same_metrics_on_cpu(tiny_t2):
     assert other.losses != runs[0].losses
 
 
+def test_an_ensemble_is_its_members_single_trainings_averaged_in_probability(tiny_t2):
+    """members = 2: member 0 is the single U-Net of the seed, member 1 the single U-Net of seed + MEMBER_SEED_OFFSET,
+    trained exactly as alone; the prediction is the argmax of their mean softmax (written here by hand), and the
+    ensemble's state goes through a checkpoint into ``build_segmenter``'s module unchanged."""
+    import torch
+
+    from foscu_bench.segmentation import MEMBER_SEED_OFFSET, build_segmenter
+
+    train, test = tiny_t2
+    single = replace(TINY.segmentation, iterations=15)
+    ensemble_settings = replace(single, members=2)
+    ensemble = train_segmentation(train[:6], [], "real", ensemble_settings, seed=3, device="cpu")
+    alone = [train_segmentation(train[:6], [], "real", single, seed=s, device="cpu") for s in (3, 3 + MEMBER_SEED_OFFSET)]
+    assert ensemble.iterations == 30 and len(ensemble.losses) == 15
+    assert ensemble.losses == pytest.approx([(a + b) / 2 for a, b in zip(alone[0].losses, alone[1].losses)])
+    assert ensemble.real_exposures == alone[0].real_exposures + alone[1].real_exposures
+    x = torch.from_numpy(test[0].image)[None]
+    with torch.no_grad():
+        by_hand = torch.stack([a.model(x).softmax(dim=1) for a in alone]).mean(dim=0).argmax(dim=1)[0].numpy()
+    assert np.array_equal(predict(ensemble.model, test[0].image, ensemble_settings), by_hand)
+    rebuilt = build_segmenter(ensemble_settings)
+    rebuilt.load_state_dict(ensemble.model.state_dict())
+    assert np.array_equal(predict(rebuilt.eval(), test[0].image, ensemble_settings), by_hand)
+    assert type(build_segmenter(single)).__name__ == "UNet"
+    with pytest.raises(ConfigError, match="members"):
+        train_segmentation(train[:6], [], "real", replace(single, members=0), seed=3, device="cpu")
+
+
 def test_loader_workers_never_change_a_number(tiny_t2):
     """Per-sample streams (the GPU path): samples prepared by 2 worker processes, out of order, give the same
     training as samples prepared in the training process; and they are other samples than the sequential stream's."""

@@ -53,7 +53,7 @@ def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
     """The level's real-data U-Net: the real-only U-Net of the fit seed where the run kept it (``keep_segmenter``),
     else trained here; cached (safetensors)."""
     from foscu_bench.checkpoint import load_checkpoint, load_module_state
-    from foscu_bench.segmentation import build_unet, train_segmentation
+    from foscu_bench.segmentation import build_segmenter, train_segmentation
 
     memo = ("consistency_segmenter", n_real, draw)
     if memo in ctx.memo:
@@ -63,7 +63,7 @@ def consistency_segmenter(ctx, n_real: int | None = None, draw: int = 0):
         ctx.pairs("train", n_real, draw), [], "real", settings, seed=ctx.config.fit_seed, device=str(ctx.device)))
     key = directory.name
     arrays, config = load_checkpoint(directory)
-    model = build_unet(settings)
+    model = build_segmenter(settings)
     load_module_state(model, arrays, "network")
     # provenance without the training seconds: a timing would make fidelity.json differ between equal runs
     ctx.memo[memo] = (model.to(ctx.device).eval(),

@@ -103,7 +103,7 @@ def _train_unet(ctx, step: Step) -> dict:
     settings = unet_settings(ctx, step, len(real), len(synthetic))
     arm = "real+synthetic" if step.arm == "real+synthetic-exposure" else step.arm
     label = f"U-Net {step.generator or 'real-only'} ({step.arm}, {ctx.n_train(step.n_real)} real) seed {step.seed}"
-    with ctx.reporter.task(label, settings.iterations) as update:
+    with ctx.reporter.task(label, settings.iterations * settings.members) as update:
         result = train_segmentation(real, synthetic, arm, settings, seed=step.seed, device=str(ctx.device),
                                     synthetic_fraction=ctx.config.synthetic_fraction,
                                     progress=lambda it, loss: _unet_progress(update, it, loss))
