@@ -387,8 +387,10 @@ def to_json(rows: list[dict]) -> str:
     from foscu_bench.validity import metric_validity
 
     validity = {group[0]["comparability_key"]: metric_validity(group) for group in _groups(rows)}
+    # 12 significant digits: the last ones of a log-interpolation differ between CPUs (AVX2 vs AVX-512 libm), and
+    # a committed table must rebuild byte for byte on any of them (tests/test_committed_leaderboards.py)
     return json.dumps(json_safe({"schema_version": 3, "columns": data_columns(), "rows": rows,
-                                 "metric_validity": validity}), indent=2, sort_keys=True) + "\n"
+                                 "metric_validity": validity}, digits=12), indent=2, sort_keys=True) + "\n"
 
 
 RENDERERS = {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

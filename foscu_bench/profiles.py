@@ -116,7 +116,11 @@ PROFILES: dict[str, Profile] = {
         # pooled over the controls, 0.77 from the oracle) cannot reach the paper's +0.67 (#13).
         segmentation=SegmentationSettings(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1,
                                           iterations=1000, batch_size=2, patch_size=(32, 32, 32),
-                                          learning_rate=1e-2, nsd_tolerance_mm=10.0, members=2),
+                                          learning_rate=1e-2, nsd_tolerance_mm=10.0, members=2,
+                                          # fp32 on every CPU: bf16 autocast gave the quick U-Net no speed (41 vs 42
+                                          # ms a step, bench/results/step_profile_quick_cpu_s8.json) and made its
+                                          # numbers depend on whether a CPU has bf16 units
+                                          precision="fp32"),
     ),
     "paper": Profile(
         name="paper",

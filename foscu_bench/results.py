@@ -120,14 +120,16 @@ def find_runs(root: str | Path) -> list[RunResult]:
     return sorted(runs, key=lambda r: r.run_id)
 
 
-def json_safe(value):
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+def json_safe(value, digits: int | None = None):
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python; floats to ``digits`` significant digits where given."""
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, digits) for v in value]
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.{digits}g}") if digits else float(value)
     if isinstance(value, np.integer):
         return int(value)
     return value

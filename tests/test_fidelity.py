@@ -28,6 +28,22 @@ def test_frechet_distance_matches_an_independent_formula():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_frechet_distance_stays_real_with_fewer_volumes_than_features():
+    """n < d (the tiny profile): singular covariances; the symmetric form agrees with pytorch-fid's formula where
+    that one is well defined and is finite and >= 0 where MONAI's sqrtm would refuse."""
+    from foscu_bench.metrics.fidelity import _symmetric_frechet_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 12)), rng.normal(0.2, 1.3, size=(280, 12))
+    stats = lambda x: (x.mean(0), np.cov(x, rowvar=False))  # noqa: E731
+    assert _symmetric_frechet_distance(*stats(a), *stats(b)) == pytest.approx(reference_fid(a, b), rel=1e-6)
+    for seed in range(20):
+        small = np.random.default_rng(seed)
+        x, y = small.normal(size=(8, 32)), small.normal(0.5, 2.0, size=(8, 32)) @ small.normal(size=(32, 32))
+        value = frechet_distance(x, y)
+        assert np.isfinite(value) and value >= 0
+
+
 def brute_force_mmd2(x, y):
     k = lambda u, v: (u @ v / len(u) + 1) ** 3  # noqa: E731
     m, n = len(x), len(y)
@@ -128,6 +144,26 @@ def test_kid_bootstrap_standard_error_matches_the_spread_of_independent_estimate
     z = draw(40, 0.0)
     same = kid_replicates(x, z, bootstrap_indices(40, 400, 0, 1), bootstrap_indices(40, 400, 0, 2))
     assert abs(np.mean(same) - mmd2_unbiased(x, z)) < 0.25 * np.std(same)
+
+
+def test_kid_sees_features_in_the_units_of_the_reference():
+    """KID version 2: the same sets in other feature units (a per-feature scale and shift, as extractors' moment
+    features have) give the same KID, SE and replicates, equal to the polynomial MMD of the reference-z-scored
+    features; FID keeps the extractor's units (it scales with them)."""
+    from foscu_bench.metrics.fidelity import KID_VERSION, set_scores
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.3, 1.2, size=(30, 6)), rng.normal(size=(40, 6))
+    scale, shift = np.array([1, 10, 100, 0.1, 1000, 3.0]), np.arange(6.0)
+    plain = set_scores({"v": a}, {"v": b}, own_stream=1, seed=0, n_boot=20)
+    units = set_scores({"v": a * scale + shift}, {"v": b * scale + shift}, own_stream=1, seed=0, n_boot=20)
+    assert KID_VERSION == plain["kid_version"] == 2
+    z = lambda f: (f - b.mean(0)) / b.std(0)  # noqa: E731
+    assert plain["kid"] == pytest.approx(brute_force_mmd2(z(a), z(b)), rel=1e-9)
+    assert units["kid"] == pytest.approx(plain["kid"], rel=1e-9)
+    assert units["kid_se"] == pytest.approx(plain["kid_se"], rel=1e-9)
+    assert np.allclose(units["replicates"]["kid"], plain["replicates"]["kid"], rtol=1e-9)
+    assert units["fid"] > 100 * plain["fid"]
 
 
 def test_fd_infinity_removes_most_of_the_small_sample_bias():

@@ -99,38 +99,41 @@ def test_parallel_scheduler_respects_dependencies():
     assert KIND_PRIORITY["fit"] == KIND_PRIORITY["fitpart"] == min(KIND_PRIORITY.values())  # longest chains first
     assert dependencies(Step("fit", "g", None, None, 8), 3, ("a", "b")) == [
         Step("fitpart", "g", None, None, 8, part="a"), Step("fitpart", "g", None, None, 8, part="b")]
-    assert dependencies(Step("fidelity", "g", None, None, 8), 2, fit_seed=1)[-1] == Step("unet", None, 1, "real", 8)
-    assert Step("unet", None, 2, "real") not in dependencies(Step("fidelity", "g"), 2, fit_seed=2)  # no such seed
 
 
-def test_the_consistency_segmenter_is_the_real_only_unet_of_the_fit_seed(monkeypatch):
-    """The fidelity steps' segmenter is the level's real-only U-Net of the fit seed: the U-Net step keeps it, and the
-    fidelity step (which waits for it) loads it instead of training it again; it equals the network trained anew."""
+def test_the_consistency_judge_never_saw_a_case_any_generator_trained_on(monkeypatch):
+    """The judge trains on half A of the fidelity pool and its ceiling is half B (the fidelity reference): no
+    training case of any level in either; trained once, then loaded from the cache by any later context; the
+    fidelity steps wait for no U-Net."""
     import torch
 
     from foscu_bench import segmentation
+    from foscu_bench.metrics.fidelity import split_halves
     from foscu_bench.runner import RunConfig, prepare
-    from foscu_bench.runner.consistency import consistency_segmenter
-    from foscu_bench.runner.executors import EXECUTORS
+    from foscu_bench.runner.consistency import consistency_segmenter, judge_halves
     from foscu_bench.runner.parallel import step_dependencies
     from foscu_bench.store import Step
 
     torch.set_num_threads(1)
-    ctx = prepare(RunConfig(generators=("classic-aug",), seeds=1, profile="tiny", controls=False), "unused-runs")
-    real_only = Step("unet", None, 0, "real")
-    assert real_only in step_dependencies(ctx, Step("fidelity", "classic-aug"))
-    EXECUTORS["unet"](ctx, real_only, {})
-    anew = segmentation.train_segmentation(ctx.pairs("train"), [], "real", ctx.profile.segmentation, seed=0,
-                                           device="cpu").model.state_dict()
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the fidelity step trained its segmenter again")
-
-    monkeypatch.setattr(segmentation, "train_segmentation", no_training)
+    config = RunConfig(generators=("classic-aug",), seeds=1, profile="tiny", controls=False, real_cases=(2, None))
+    ctx = prepare(config, "unused-runs")
+    judge, ceiling = judge_halves(ctx)
+    judge_ids, ceiling_ids = {p.case_id for p in judge}, [p.case_id for p in ceiling]
+    trained_on = {c for n in (2, None) for c in ctx.train_ids(n, 0)}
+    assert judge_ids and ceiling_ids and not judge_ids & set(ceiling_ids)
+    assert not (judge_ids | set(ceiling_ids)) & trained_on
+    _, half_b = split_halves(len(ctx.held_out_ids()), ctx.config.split_seed)
+    assert ceiling_ids == [ctx.held_out_ids()[i] for i in half_b]
+    assert all(s.kind == "sample" for s in step_dependencies(ctx, Step("fidelity", "classic-aug")))
+    trainings = []
+    real_train = segmentation.train_segmentation
+    monkeypatch.setattr(segmentation, "train_segmentation",
+                        lambda real, *a, **k: trainings.append(sorted(p.case_id for p in real)) or real_train(real, *a, **k))
     model, provenance = consistency_segmenter(ctx)
-    kept = model.state_dict()
-    assert provenance["seed"] == ctx.config.fit_seed and kept.keys() == anew.keys()
-    assert all(torch.equal(kept[k], anew[k]) for k in kept)
+    assert trainings == [sorted(judge_ids)] and provenance["n_cases"] == len(judge_ids)
+    again, _ = consistency_segmenter(prepare(config, "unused-runs"))  # a new context: from the cache, no training
+    assert len(trainings) == 1
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):

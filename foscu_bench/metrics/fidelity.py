@@ -7,7 +7,10 @@
   1/n = 0.
 - KID (Binkowski et al., ICLR 2018): the unbiased MMD^2 with the cubic polynomial kernel
   k(x, y) = (x.y / d + 1)^3 on the full sets, its standard error from a U-statistic bootstrap (resampled
-  volumes, pairs of a volume with itself left out, so the estimator stays unbiased in every replicate).
+  volumes, pairs of a volume with itself left out, so the estimator stays unbiased in every replicate). The
+  kernel is not scale-free: Inception's features are O(1), ours are moments of layers with very different scales
+  (x.y / d in the hundreds gave KIDs in the thousands, dominated by a few features), so KID sees features
+  z-scored by the reference, as PRDC does (``KID_VERSION`` 2; 1 was raw features).
 - MMD: MONAI ``MMDMetric`` (unbiased, linear kernel).
 - Precision / recall / density / coverage (Naeem et al., ICML 2020) with the ``prdc`` package, k = 5, on
   features standardised by the reference: fidelity and diversity apart.
@@ -38,6 +41,9 @@ PRDC_K = 5
 FIDELITY_VOLUMES = {"tiny": 8, "quick": 100, "paper": 100}
 """Volumes per set (synthetic, reference, floor) for fidelity: 100 at quick and paper (issue #15: FID's covariance
 needs n well above the feature dimension, KID and PRDC need n for their variance); tiny keeps tests fast."""
+KID_VERSION = 2
+"""2: KID on features z-scored by the reference (every set of a report shares the transform, so replicates still
+pair); 1: raw extractor features. Stored in every report: KIDs of different versions are different units."""
 REFERENCE_STREAM = 0x5EF
 """Entropy word of the reference's bootstrap indices: equal in every report, so replicates pair up."""
 
@@ -47,15 +53,33 @@ def fidelity_volumes(profile: str) -> int:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """FID between feature sets ``a`` (n x d) and ``b`` (m x d) through MONAI's Fréchet distance."""
+    """FID between feature sets ``a`` (n x d) and ``b`` (m x d) through MONAI's Fréchet distance.
+
+    Where n or m is below d the covariances are singular and MONAI's ``sqrtm`` of their product can come out with an
+    imaginary part it refuses (> 1e-3; seen on AVX2 CPUs at the tiny profile, n = 8, d = 32); there the trace term
+    is taken in the symmetric form tr((S_a^1/2 S_b S_a^1/2)^1/2), which is real by construction and equal wherever
+    both exist. The report's stability warning already marks such n."""
     import torch
     from monai.metrics.fid import compute_frechet_distance
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu_a, mu_b = torch.from_numpy(a.mean(0)), torch.from_numpy(b.mean(0))
-    sigma_a = torch.from_numpy(np.atleast_2d(np.cov(a, rowvar=False)))
-    sigma_b = torch.from_numpy(np.atleast_2d(np.cov(b, rowvar=False)))
-    return float(compute_frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    try:
+        return float(compute_frechet_distance(torch.from_numpy(a.mean(0)), torch.from_numpy(sigma_a),
+                                              torch.from_numpy(b.mean(0)), torch.from_numpy(sigma_b)))
+    except ValueError:
+        return _symmetric_frechet_distance(a.mean(0), sigma_a, b.mean(0), sigma_b)
+
+
+def _symmetric_frechet_distance(mu_a, sigma_a, mu_b, sigma_b) -> float:
+    def psd_sqrt(matrix):
+        values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+        return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+    root_a = psd_sqrt(sigma_a)
+    middle = np.linalg.eigvalsh(root_a @ sigma_b @ root_a)
+    trace_sqrt = float(np.sqrt(np.clip(middle, 0, None)).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_sqrt)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -271,9 +295,10 @@ def set_scores(features: dict[str, np.ndarray], reference: dict[str, np.ndarray]
         a_index = bootstrap_indices(len(a), n_boot, seed, own_stream)
         b_index = bootstrap_indices(len(b), n_boot, seed, REFERENCE_STREAM)
         fid_reps.append(fid_replicates(a, b, a_index, b_index))
-        kid_reps.append(kid_replicates(a, b, a_index, b_index))
-        kid_mean, kid_std = kernel_inception_distance(a, b, seed=seed)
-        per_view[view] = {"fid": frechet_distance(a, b), **fd_infinity(a, b, seed), "kid": mmd2_unbiased(a, b),
+        z = standardiser(b)  # KID's kernel is not scale-free (KID_VERSION)
+        kid_reps.append(kid_replicates(z(a), z(b), a_index, b_index))
+        kid_mean, kid_std = kernel_inception_distance(z(a), z(b), seed=seed)
+        per_view[view] = {"fid": frechet_distance(a, b), **fd_infinity(a, b, seed), "kid": mmd2_unbiased(z(a), z(b)),
                           "kid_mean": kid_mean, "kid_std": kid_std, "mmd": mmd_monai(a, b)}
     fid_reps, kid_reps = np.mean(fid_reps, 0), np.mean(kid_reps, 0)
     fid, kid, kid_mean, kid_std = (float(np.mean([v[key] for v in per_view.values()]))
@@ -284,6 +309,7 @@ def set_scores(features: dict[str, np.ndarray], reference: dict[str, np.ndarray]
     return {"fid": fid, "fid_ci_low": low, "fid_ci_high": high,
             "fd_infinity": _mean_or_none([v["fd_infinity"] for v in per_view.values()]),
             "kid": kid, "kid_se": float(np.std(kid_reps, ddof=1)), "kid_ci": list(interval(kid, kid_reps)),
+            "kid_version": KID_VERSION,
             "kid_mean": kid_mean, "kid_std": kid_std,
             "mmd": float(np.mean([v["mmd"] for v in per_view.values()])),
             **prdc(scale(real), scale(joined_views(features, reference))),

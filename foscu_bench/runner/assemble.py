@@ -52,6 +52,12 @@ def _fidelity_level(records: dict) -> dict:
             "generators": generators}
 
 
+FIDELITY_VERSION = 2
+"""What fidelity numbers mean, in the comparability key (``comparability.comparability_key``): 2 = consistency judged
+by a U-Net trained on held-out half A (``runner.consistency``), KID on reference-z-scored features
+(``metrics.fidelity.KID_VERSION``); 1 (documents without the field) = training-split judge, raw-feature KID."""
+
+
 def fidelity_document(ctx) -> dict:
     """fidelity.json: per generator (DESIGN schema keys first) and the held-out floor per real-data level.
     Top-level keys: the largest level; ``levels``: all."""
@@ -61,10 +67,11 @@ def fidelity_document(ctx) -> dict:
             by_level.setdefault((ctx.n_train(s.n_real), s.draw), {})[s.generator] = step_record(ctx, s)
     documents = {f"n-{n}-draw-{d}": _fidelity_level(records) for (n, d), records in sorted(by_level.items())}
     largest = _fidelity_level(by_level[max(by_level)])
-    return json_safe({"schema_version": 4, **largest,
+    return json_safe({"schema_version": 4, "fidelity_version": FIDELITY_VERSION, **largest,
                       "protocol": "held-out real volumes (validation, test and on the phantom fresh reference "
                                   "patients; never a training case) split into seeded halves A/B; B is the "
                                   "reference; floor = A vs B; each generator's first |A| volumes (seeds in order, "
                                   "topped up by sampling) vs B; bootstrap replicates share the reference's "
-                                  "resampling, so differences between sets are paired",
+                                  "resampling, so differences between sets are paired; image-label consistency "
+                                  "is judged by a U-Net trained on A, its real ceiling on B",
                       "levels": documents if len(documents) > 1 else {}})

@@ -110,10 +110,6 @@ def _train_unet(ctx, step: Step) -> dict:
         started = time.perf_counter()
         rows = evaluate(result.model, ctx.pairs("test"), ctx.profile.segmentation)
         eval_seconds = time.perf_counter() - started
-    if step.generator is None and step.arm == "real" and step.seed == ctx.config.fit_seed:
-        from foscu_bench.runner.consistency import keep_segmenter
-
-        keep_segmenter(ctx, step.n_real, step.draw, result)  # the fidelity steps' segmenter is this very network
     generator = step.generator or "real-only"
     rows = [{"generator": generator, "arm": step.arm, "n_real": ctx.n_train(step.n_real), "draw": step.draw,
              "seed": step.seed, **row} for row in rows]
@@ -136,12 +132,11 @@ FIDELITY_TOP_UP_SEED = 1_000_003
 def run_fidelity(ctx, step: Step, generators: dict) -> dict:
     """FID/FD-infinity/KID/PRDC/MS-SSIM, memorisation and image-label consistency of a generator's synthetic
     volumes against held-out real volumes, beside the held-out-vs-held-out floor at the same n."""
-    from foscu_bench.metrics.fidelity import fidelity_report, split_halves
+    from foscu_bench.metrics.fidelity import fidelity_report
     from foscu_bench.runner.consistency import consistency_report
 
     started = time.perf_counter()
-    held_out_pairs = ctx.pairs("held_out")
-    held_out = np.stack([p.image for p in held_out_pairs])
+    held_out = np.stack([p.image for p in ctx.pairs("held_out")])
     needed = len(held_out) // 2
     synthetic = []
     for seed in range(ctx.config.seeds):  # seeds in order until the matched n is reached
@@ -161,9 +156,7 @@ def run_fidelity(ctx, step: Step, generators: dict) -> dict:
                                  seed=ctx.config.split_seed, train_images=np.stack([p.image for p in train]),
                                  train_ids=[p.case_id for p in train])
         kill_point("fidelity.report")  # crash-safety tests: killed with the metrics computed, not stored
-        _, half_b = split_halves(len(held_out), ctx.config.split_seed)
-        report["consistency"] = consistency_report(ctx, synthetic, [held_out_pairs[i] for i in half_b],
-                                                   step.n_real, step.draw)
+        report["consistency"] = consistency_report(ctx, synthetic)
     return {"generator": step.generator, "fit_key": current_fit_key(ctx, step),
             "extractor": {"name": extractor.name, **extractor.provenance}, "report": report, "sampled_for_fidelity": top_up, "held_out_ids": ctx.held_out_ids(),
             "seconds": time.perf_counter() - started}

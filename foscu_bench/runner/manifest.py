@@ -13,6 +13,7 @@ import numpy as np
 from foscu_bench.comparability import PROTOCOL_VERSION
 from foscu_bench.metrics.segmentation import METRIC_IMPLEMENTATION
 from foscu_bench.metrics.spec import empty_mask_policy
+from foscu_bench.precision import resolve_precision
 from foscu_bench.runner.config import RUN_SCHEMA_VERSION
 from foscu_bench.runner.plan import step_record, steps
 from foscu_bench.store import Step, atomic_write_json
@@ -87,7 +88,10 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
         "split": ctx.split.to_dict(),
         "segmentation": {"metric_implementation": METRIC_IMPLEMENTATION, "nsd_tolerance_mm": settings.nsd_tolerance_mm,
                          "empty_mask_policy": empty_mask_policy(),
-                         "seed_controls": "U-Net init, data order, augmentation, generator sampling seed"},
+                         "seed_controls": "U-Net init, data order, augmentation, generator sampling seed",
+                         # the precision the U-Nets train in on this machine (``auto`` resolves by CPU): part of the
+                         # instrument, so in the comparability key
+                         "precision": resolve_precision(ctx.device, settings.precision), "members": settings.members},
         "generators": _generators(ctx),
         "versions": previous.get("versions", versions()),
         "git": previous.get("git", git_revision()),

@@ -42,9 +42,8 @@ def default_workers(device, threads: int) -> int:
     return 1 if _on_gpu(device) else max(1, available_cores() // max(1, threads))
 
 
-def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = (), fit_seed: int | None = None) -> list[Step]:
-    """The steps whose results ``step`` reads (``fit_parts``: those of the step's generator; ``fit_seed``: a fidelity
-    step's consistency segmenter is the level's real-only U-Net of that seed, ``consistency.keep_segmenter``)."""
+def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> list[Step]:
+    """The steps whose results ``step`` reads (``fit_parts``: those of the step's generator)."""
     level = dict(n_real=step.n_real, draw=step.draw)
     if step.kind == "fit":
         return [Step("fitpart", step.generator, None, None, part=part, **level) for part in fit_parts]
@@ -53,16 +52,13 @@ def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = (), fit_se
     if step.kind == "unet" and step.generator:
         return [Step("sample", step.generator, step.seed, None, **level)]
     if step.kind == "fidelity":
-        segmenter = [Step("unet", None, fit_seed, "real", **level)] if fit_seed is not None and fit_seed < seeds else []
-        return [Step("sample", step.generator, s, None, **level) for s in range(seeds)] + segmenter
+        return [Step("sample", step.generator, s, None, **level) for s in range(seeds)]
     return []
 
 
 def step_dependencies(ctx, step: Step) -> list[Step]:
-    """``dependencies`` in a run: its seeds and fit seed, and a fit's parts (the generator class is asked only for
-    fits)."""
-    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator) if step.kind == "fit" else (),
-                        ctx.config.fit_seed)
+    """``dependencies`` in a run: its seeds, and a fit's parts (the generator class is asked only for fits)."""
+    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator) if step.kind == "fit" else ())
 
 
 def run_parallel(ctx, pending: list[Step], workers: int, threads: int,

@@ -16,7 +16,7 @@ from pathlib import Path
 from foscu_bench.store import Step, file_sha256
 from foscu_bench.timings import estimate, machine_id, timing_key
 
-STEP_VERSIONS = {"fitpart": 1, "fit": 1, "sample": 1, "unet": 3, "fidelity": 3}
+STEP_VERSIONS = {"fitpart": 1, "fit": 1, "sample": 1, "unet": 3, "fidelity": 4}
 """Bump one when its step's computation changes: older step files are then redone on resume."""
 
 
