@@ -78,6 +78,20 @@ def test_runs_whose_real_only_arms_differ_are_refused(finished_run, tmp_path):
         leaderboard_rows(out)
 
 
+def test_the_instrument_is_in_the_key(finished_run):
+    """The U-Nets' precision as resolved on the run's machine, and the fidelity version, separate groups; a run made
+    before either was recorded keeps the key it had."""
+    run = load_run(finished_run[0])
+    assert run.manifest["segmentation"]["precision"] in ("fp32", "bf16") and run.fidelity["fidelity_version"] == 2
+    key = comparability_key(run)
+    assert key["unet_precision"] == run.manifest["segmentation"]["precision"] and key["fidelity"] == 2
+    other = "bf16" if key["unet_precision"] == "fp32" else "fp32"
+    run.manifest["segmentation"]["precision"] = other
+    assert comparability_key(run)["unet_precision"] == other
+    del run.manifest["segmentation"]["precision"], run.fidelity["fidelity_version"]
+    assert comparability_key(run) == {k: v for k, v in key.items() if k not in ("unet_precision", "fidelity")}
+
+
 def test_runs_with_different_keys_are_never_pooled(finished_run, tmp_path):
     run_dir, _ = finished_run
     out = tmp_path / "runs"
