@@ -296,9 +296,10 @@ def set_scores(features: dict[str, np.ndarray], reference: dict[str, np.ndarray]
         b_index = bootstrap_indices(len(b), n_boot, seed, REFERENCE_STREAM)
         fid_reps.append(fid_replicates(a, b, a_index, b_index))
         z = standardiser(b)  # KID's kernel is not scale-free (KID_VERSION)
-        kid_reps.append(kid_replicates(z(a), z(b), a_index, b_index))
-        kid_mean, kid_std = kernel_inception_distance(z(a), z(b), seed=seed)
-        per_view[view] = {"fid": frechet_distance(a, b), **fd_infinity(a, b, seed), "kid": mmd2_unbiased(z(a), z(b)),
+        za, zb = z(a), z(b)
+        kid_reps.append(kid_replicates(za, zb, a_index, b_index))
+        kid_mean, kid_std = kernel_inception_distance(za, zb, seed=seed)
+        per_view[view] = {"fid": frechet_distance(a, b), **fd_infinity(a, b, seed), "kid": mmd2_unbiased(za, zb),
                           "kid_mean": kid_mean, "kid_std": kid_std, "mmd": mmd_monai(a, b)}
     fid_reps, kid_reps = np.mean(fid_reps, 0), np.mean(kid_reps, 0)
     fid, kid, kid_mean, kid_std = (float(np.mean([v[key] for v in per_view.values()]))
