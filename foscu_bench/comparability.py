@@ -1,9 +1,9 @@
 """Which stored runs may share a table: a comparability key, and run groups with one real-only arm.
 
 Numbers are pooled only across runs with the same dataset fingerprint, split, profile content, seeds, protocol
-version, fidelity extractor, fidelity version and U-Net precision as resolved on the run's machine. Within a group
-the real-only arms must agree wherever two runs share a (real-data level, draw, seed, case): a grid split over
-several runs is merged level by level. The group's per-case rows are merged and its statistics computed once with
+version, fidelity extractor, fidelity version, and U-Net precision and kernel class (CPU vector ISA or GPU model) as
+resolved on the run's machine. Within a group the real-only arms must agree wherever two runs share a (real-data
+level, draw, seed, case): a grid split over several runs is merged level by level. The group's per-case rows are merged and its statistics computed once with
 ``compute_stats``, exactly as a single run's stats.json is, so the Holm families are declared in one place and the
 leaderboard, the figures and a run's own stats.json agree whenever the group is one run.
 """
@@ -46,6 +46,9 @@ def comparability_key(run: RunResult) -> dict:
     if precision:  # the U-Nets' resolved precision (``auto`` is bf16 on some CPUs, fp32 on others); absent before
         # session 12, whose runs would refuse to merge anyway where it differs (their real-only arms differ)
         key["unet_precision"] = precision
+    kernels = manifest.get("segmentation", {}).get("kernels")
+    if kernels:  # absent before session 13 (those keys are unchanged)
+        key["kernels"] = kernels
     # the treatment's dose: runs adding another number of synthetic pairs, or another share of them per batch,
     # answer another question and never share a Holm family (keys of runs at the defaults are unchanged)
     dose = {"n_synthetic": config.get("n_synthetic"), "synthetic_fraction": config.get("synthetic_fraction")}

@@ -42,12 +42,23 @@ def git_revision(path: Path | None = None) -> dict[str, object]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def kernel_class(device) -> str:
+    """Which kernels compute the numbers: the CPU's vector ISA as torch dispatches it (oneDNN and libm give AVX2
+    and AVX-512 CPUs different fp32 numbers, measured in session 12), or the GPU model."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{torch.backends.cpu.get_cpu_capability()}"
+
+
 def hardware() -> dict[str, object]:
     import torch
 
     info: dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(),
                                "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
-                               "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+                               "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+                               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda_version"] = torch.version.cuda

@@ -163,16 +163,18 @@ def image_label_consistency(pairs: Sequence[Pair], model, settings) -> np.ndarra
     compare with the same U-Net's Dice on real held-out cases, the ceiling at this resolution.
     """
     from foscu_bench.metrics.segmentation import dice
-    from foscu_bench.segmentation import predict
+    from foscu_bench.segmentation import predict_many
 
-    return np.asarray([dice(predict(model, pair.image, settings), pair.label) for pair in pairs], dtype=float)
+    predictions = predict_many(model, [pair.image for pair in pairs], settings)
+    return np.asarray([dice(p, pair.label) for p, pair in zip(predictions, pairs)], dtype=float)
 
 
 def tumour_consistency(pairs: Sequence[Pair], model, settings) -> np.ndarray:
     """Tumour Dice of a real-data U-Net on each generated image that carries a tumour label (its generating
     tumour as reference): whether generated lesions look like lesions to a segmenter trained on real ones."""
     from foscu_bench.metrics.segmentation import dice
-    from foscu_bench.segmentation import predict
+    from foscu_bench.segmentation import predict_many
 
-    return np.asarray([dice(predict(model, pair.image, settings) == 2, pair.label == 2)
-                       for pair in pairs if pair.has_tumour], dtype=float)
+    with_tumour = [pair for pair in pairs if pair.has_tumour]
+    predictions = predict_many(model, [pair.image for pair in with_tumour], settings)
+    return np.asarray([dice(p == 2, pair.label == 2) for p, pair in zip(predictions, with_tumour)], dtype=float)

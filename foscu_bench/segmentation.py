@@ -327,12 +327,41 @@ def predict(model, image: np.ndarray, settings: SegmentationSettings, device: st
     return logits.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
 
 
+WHOLE_VOLUME_BATCH = 8
+"""Volumes per forward pass where the patch is the whole volume: 17 vs 30 ms a volume for the quick ensemble on
+one CPU thread (batch 8 vs 1), and no sliding-window bookkeeping (48 ms a volume through ``predict``)."""
+
+
+def predict_many(model, images: Sequence[np.ndarray], settings: SegmentationSettings,
+                 device: str = "auto") -> list[np.ndarray]:
+    """Label maps of many volumes. Where a volume is exactly one patch, the sliding window has one window whose
+    Gaussian weight divides out, so the volumes go through the network in batches (the same argmax up to float
+    rounding of that division); any other volume goes through ``predict``."""
+    import torch
+
+    dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
+    whole = [i for i, image in enumerate(images) if tuple(image.shape[-3:]) == tuple(settings.patch_size)]
+    out: list[np.ndarray | None] = [None] * len(images)
+    with torch.inference_mode(), autocast(dev, resolve_precision(dev, settings.precision)):
+        for start in range(0, len(whole), WHOLE_VOLUME_BATCH):
+            chunk = whole[start:start + WHOLE_VOLUME_BATCH]
+            x = torch.from_numpy(np.stack([np.ascontiguousarray(images[i], dtype=np.float32) for i in chunk])).to(dev)
+            labels = model(x).float().argmax(dim=1).cpu().numpy().astype(np.uint8)
+            for i, label in zip(chunk, labels):
+                out[i] = label
+    for i, image in enumerate(images):
+        if out[i] is None:
+            out[i] = predict(model, image, settings, device)
+    return out  # type: ignore[return-value]
+
+
 def evaluate(model, pairs: Sequence[Pair], settings: SegmentationSettings,
              tolerance_mm: float | None = None) -> list[dict]:
     """Per-case metric rows (case_id + Dice/NSD/HD95 for liver and tumour) on held-out pairs."""
     tolerance_mm = settings.nsd_tolerance_mm if tolerance_mm is None else tolerance_mm
     rows = []
-    for pair in pairs:
-        prediction = predict(model, pair.image, settings)
-        rows.append({"case_id": pair.case_id, **case_metrics(prediction, pair.label, pair.spacing, tolerance_mm)})
+    for start in range(0, len(pairs), WHOLE_VOLUME_BATCH):
+        chunk = pairs[start:start + WHOLE_VOLUME_BATCH]
+        for pair, prediction in zip(chunk, predict_many(model, [p.image for p in chunk], settings)):
+            rows.append({"case_id": pair.case_id, **case_metrics(prediction, pair.label, pair.spacing, tolerance_mm)})
     return rows

@@ -79,17 +79,25 @@ def test_runs_whose_real_only_arms_differ_are_refused(finished_run, tmp_path):
 
 
 def test_the_instrument_is_in_the_key(finished_run):
-    """The U-Nets' precision as resolved on the run's machine, and the fidelity version, separate groups; a run made
-    before either was recorded keeps the key it had."""
+    """The U-Nets' precision as resolved on the run's machine, the kernels they ran on (CPU vector ISA) and the
+    fidelity version separate groups; a run made before any of them was recorded keeps the key it had."""
+    import torch
+
     run = load_run(finished_run[0])
     assert run.manifest["segmentation"]["precision"] in ("fp32", "bf16") and run.fidelity["fidelity_version"] == 2
+    assert run.manifest["segmentation"]["kernels"] == f"cpu:{torch.backends.cpu.get_cpu_capability()}"
+    assert run.manifest["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     key = comparability_key(run)
     assert key["unet_precision"] == run.manifest["segmentation"]["precision"] and key["fidelity"] == 2
+    assert key["kernels"] == run.manifest["segmentation"]["kernels"]
     other = "bf16" if key["unet_precision"] == "fp32" else "fp32"
     run.manifest["segmentation"]["precision"] = other
     assert comparability_key(run)["unet_precision"] == other
-    del run.manifest["segmentation"]["precision"], run.fidelity["fidelity_version"]
-    assert comparability_key(run) == {k: v for k, v in key.items() if k not in ("unet_precision", "fidelity")}
+    run.manifest["segmentation"]["kernels"] = "cpu:AVX512" if key["kernels"] != "cpu:AVX512" else "cpu:AVX2"
+    assert comparability_key(run)["kernels"] != key["kernels"]
+    del run.manifest["segmentation"]["precision"], run.fidelity["fidelity_version"], run.manifest["segmentation"]["kernels"]
+    assert comparability_key(run) == {k: v for k, v in key.items()
+                                      if k not in ("unet_precision", "fidelity", "kernels")}
 
 
 def test_runs_with_different_keys_are_never_pooled(finished_run, tmp_path):

@@ -63,7 +63,7 @@ def _levels(ctx) -> list[dict]:
 
 
 def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
-    from foscu_bench.provenance import git_revision, hardware, versions
+    from foscu_bench.provenance import git_revision, hardware, kernel_class, versions
 
     path = ctx.layout.manifest
     previous = previous or (json.loads(path.read_text()) if path.is_file() else {})
@@ -91,7 +91,10 @@ def build_manifest(ctx, status: str, previous: dict | None = None) -> dict:
                          "seed_controls": "U-Net init, data order, augmentation, generator sampling seed",
                          # the precision the U-Nets train in on this machine (``auto`` resolves by CPU): part of the
                          # instrument, so in the comparability key
-                         "precision": resolve_precision(ctx.device, settings.precision), "members": settings.members},
+                         "precision": resolve_precision(ctx.device, settings.precision), "members": settings.members,
+                         # the kernels the U-Nets ran on (CPU vector ISA or GPU model): the same seed gives other
+                         # numbers on another class, so runs from two classes form two groups instead of refusing
+                         "kernels": previous.get("segmentation", {}).get("kernels", kernel_class(ctx.device))},
         "generators": _generators(ctx),
         "versions": previous.get("versions", versions()),
         "git": previous.get("git", git_revision()),
