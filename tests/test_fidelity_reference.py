@@ -19,19 +19,30 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_fidelity_reference_and_training_ids_are_disjoint_at_every_level(cache, tmp_path):
-    ctx = prepare(RunConfig(generators=("classic-aug",), profile="quick", real_cases=(8, 16, None)), tmp_path)
-    fingerprint = ctx.dataset.fingerprint()
-    held_out = ctx.held_out_ids()
-    assert len(held_out) == len(set(held_out)) == 200  # 2 x 100 volumes at quick: reference B and floor A
-    assert set(ctx.split.val) | set(ctx.split.test) <= set(held_out)
-    fresh = [c for c in held_out if c not in ctx.dataset.case_ids]
-    assert len(fresh) == 200 - len(ctx.split.val) - len(ctx.split.test) and all(
-        c.startswith("phantom_ref_") for c in fresh)
-    for n_real, draw in ctx.levels():
-        assert not set(held_out) & set(ctx.train_ids(n_real, draw))
-    assert not set(held_out) & set(ctx.split.train)
-    # the reference patients are outside the dataset: its identity (and every committed run's key) is unchanged
-    assert ctx.dataset.fingerprint() == fingerprint and len(ctx.dataset.case_ids) == 160
+    from foscu_bench.profiles import get_profile
+
+    for profile, target in (("quick", 200), ("tiny", None)):
+        ctx = prepare(RunConfig(generators=("classic-aug",), profile=profile, real_cases=(8, 16, None)),
+                      tmp_path / profile)
+        fingerprint = ctx.dataset.fingerprint()
+        held_out = ctx.held_out_ids()
+        held_out_split = sorted(ctx.split.val) + sorted(ctx.split.test)
+        target = target or len(held_out)
+        # 2 x 100 volumes at quick (reference B and floor A): validation and test cases first, fresh reference
+        # patients only where those are fewer (tiny; quick had 128 of them until session 13, now 368)
+        assert len(held_out) == len(set(held_out)) == target
+        assert held_out[:min(target, len(held_out_split))] == held_out_split[:target]
+        fresh = [c for c in held_out if c not in ctx.dataset.case_ids]
+        assert len(fresh) == max(0, target - len(held_out_split))
+        assert all(c.startswith("phantom_ref_") for c in fresh)
+        if profile == "tiny":
+            assert fresh, "the tiny phantom's held-out split is too small: fresh reference patients fill the pool"
+        for n_real, draw in ctx.levels():
+            assert not set(held_out) & set(ctx.train_ids(n_real, draw))
+        assert not set(held_out) & set(ctx.split.train)
+        # the reference patients are outside the dataset: its identity (and every committed run's key) is unchanged
+        assert ctx.dataset.fingerprint() == fingerprint
+        assert len(ctx.dataset.case_ids) == get_profile(profile).n_phantom_cases
 
 
 def test_reference_patients_have_their_own_random_stream(cache):
