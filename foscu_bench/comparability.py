@@ -3,9 +3,10 @@
 Numbers are pooled only across runs with the same dataset fingerprint, split, profile content, seeds, protocol
 version, fidelity extractor, fidelity version, and U-Net precision and kernel class (CPU vector ISA or GPU model) as
 resolved on the run's machine. Within a group the real-only arms must agree wherever two runs share a (real-data
-level, draw, seed, case): a grid split over several runs is merged level by level. The group's per-case rows are merged and its statistics computed once with
-``compute_stats``, exactly as a single run's stats.json is, so the Holm families are declared in one place and the
-leaderboard, the figures and a run's own stats.json agree whenever the group is one run.
+level, draw, seed, case): a grid split over several runs is merged level by level. The group's per-case rows are
+merged and its statistics computed once with ``compute_stats``, exactly as a single run's stats.json is, so the
+Holm families are declared in one place and the leaderboard, the figures and a run's own stats.json agree whenever
+the group is one run.
 """
 
 from __future__ import annotations

@@ -359,9 +359,6 @@ def evaluate(model, pairs: Sequence[Pair], settings: SegmentationSettings,
              tolerance_mm: float | None = None) -> list[dict]:
     """Per-case metric rows (case_id + Dice/NSD/HD95 for liver and tumour) on held-out pairs."""
     tolerance_mm = settings.nsd_tolerance_mm if tolerance_mm is None else tolerance_mm
-    rows = []
-    for start in range(0, len(pairs), WHOLE_VOLUME_BATCH):
-        chunk = pairs[start:start + WHOLE_VOLUME_BATCH]
-        for pair, prediction in zip(chunk, predict_many(model, [p.image for p in chunk], settings)):
-            rows.append({"case_id": pair.case_id, **case_metrics(prediction, pair.label, pair.spacing, tolerance_mm)})
-    return rows
+    predictions = predict_many(model, [pair.image for pair in pairs], settings)
+    return [{"case_id": pair.case_id, **case_metrics(prediction, pair.label, pair.spacing, tolerance_mm)}
+            for pair, prediction in zip(pairs, predictions)]
