@@ -1,7 +1,8 @@
 """Generator fits cached across runs, keyed by everything that can change a fit.
 
 The key holds the generator's fully resolved config at the profile, a fingerprint of its code, the profile's
-content (not its name), the dataset fingerprint and training case ids, the fit seed and the device kind. Edit a
+content (not its name), the dataset fingerprint and training case ids, the fit seed, the device kind and its kernel
+class (an AVX2 and an AVX-512 CPU fit different weights from the same seed). Edit a
 size, a budget, the generator's source or the profile and the old entry is simply not found.
 """
 
@@ -34,11 +35,13 @@ def generator_provenance(ctx, name: str) -> dict:
 
 def fit_cache_key(ctx, name: str, n_real: int | None = None, draw: int = 0) -> dict:
     """Everything a fit depends on; the training cases are those of the real-data level."""
+    from foscu_bench.provenance import kernel_class
+
     provenance = generator_provenance(ctx, name)
     return {"generator": name, "target": ctx.metas[name].target, "config": provenance["config"],
             "code": provenance["code_fingerprint"], "profile": ctx.profile.to_dict(), "dataset": ctx.fingerprint,
             "train": ctx.train_ids(n_real, draw), "seed": ctx.config.fit_seed, "device": ctx.device.type,
-            "foscu_bench": __version__, "cache_version": FIT_CACHE_VERSION}
+            "kernels": kernel_class(ctx.device), "foscu_bench": __version__, "cache_version": FIT_CACHE_VERSION}
 
 
 def fit_entry(ctx, name: str, n_real: int | None = None, draw: int = 0) -> FitEntry:
