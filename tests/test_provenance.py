@@ -44,6 +44,12 @@ def test_changing_one_size_refits(tmp_path, monkeypatch):
     assert fit_entry(changed, "cond-gan").directory != fit_entry(ctx, "cond-gan").directory
     fitted_generator(changed, "cond-gan")
     assert fits == [1, 1]  # one size changed: fitted again
+    # the same seed fits other weights on a CPU of another vector ISA (AVX2 vs AVX-512): not reused there
+    here = fit_cache_key(changed, "cond-gan")
+    monkeypatch.setattr("foscu_bench.provenance.kernel_class", lambda device: "cpu:ANOTHER-ISA")
+    elsewhere = prepare(config, tmp_path / "runs")
+    assert fit_cache_key(elsewhere, "cond-gan") == {**here, "kernels": "cpu:ANOTHER-ISA"}
+    assert not fit_entry(elsewhere, "cond-gan").done
 
 
 def test_the_profile_enters_the_key_by_content(tmp_path, monkeypatch):
