@@ -52,13 +52,32 @@ def kernel_class(device) -> str:
     return f"cpu:{torch.backends.cpu.get_cpu_capability()}"
 
 
+KERNEL_ENVIRONMENT = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS",
+                      "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+"""Environment variables that choose kernels or thread counts (a forced ISA changes fp32 numbers like another CPU)."""
+
+
+def cpu_model() -> str | None:
+    """The CPU's marketing name from /proc/cpuinfo (``platform.processor()`` is empty on most Linux systems): two
+    machines of one vector ISA can still differ 2x in speed, so wall times need the model beside them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def hardware() -> dict[str, object]:
     import torch
 
     info: dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(),
-                               "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
+                               "processor": platform.processor() or None, "cpu_model": cpu_model(),
+                               "cpu_count": os.cpu_count(),
                                "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+                               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "kernel_environment": {k: os.environ[k] for k in KERNEL_ENVIRONMENT if k in os.environ}}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda_version"] = torch.version.cuda

@@ -104,3 +104,19 @@ def test_exported_config_hash_tells_configurations_apart(name):
 
     default, changed = create(name).config(TINY), create(name, sampling_steps=3).config(TINY)
     assert json_hash(default) != json_hash(changed)
+
+
+def test_hardware_names_the_cpu_and_the_kernel_environment(monkeypatch):
+    """Wall times need the CPU model beside them, and a forced ISA (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)
+    changes fp32 numbers as another CPU would: both are recorded."""
+    import sys
+
+    from foscu_bench.provenance import hardware
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    info = hardware()
+    assert info["kernel_environment"].get("ATEN_CPU_CAPABILITY") == "default"
+    assert "ONEDNN_MAX_CPU_ISA" not in info["kernel_environment"]
+    if sys.platform.startswith("linux"):
+        assert isinstance(info["cpu_model"], str) and info["cpu_model"]
