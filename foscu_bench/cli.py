@@ -268,11 +268,14 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def calibration_line(stats: dict) -> str:
-    """One line: positive control delta [CI], negative control delta [CI], minimum detectable effect (largest level)."""
+def calibration_line(stats: dict, level: int | str | None = None) -> str:
+    """One line: positive control delta [CI], negative control delta [CI], minimum detectable effect at ``level``
+    (default: the largest level). A grid run prints one per level: a level can pass where another fails."""
     if not stats.get("calibration"):
         return "calibration: no controls in this run (--no-controls): nothing shows that this protocol can detect a gain"
-    level = max(stats["calibration"], key=int)
+    level = max(stats["calibration"], key=int) if level is None else str(level)
+    if level not in stats["calibration"]:
+        return f"calibration at {level} real cases: no controls at this level"
     c = stats["calibration"][level]
 
     def part(name: str, entry: dict | None, detected: str) -> str:
@@ -346,7 +349,10 @@ def _print_summary(prepared, stats: dict, manifest: dict) -> None:
             table.add_row(label, f"{arm[PRIMARY]:.3f} ({_fmt(arm.get(f'{PRIMARY}_seed_sd'))})", *cells, worth,
                           _fmt(fid.get("fid"), ".2f"))
         console.print(table)
-    console.print(calibration_line(stats))
+        if stats.get("calibration"):
+            console.print(calibration_line(stats, level))
+    if not stats.get("calibration"):
+        console.print(calibration_line(stats))
     last = manifest["invocations"][-1]
     console.print(f"results in {prepared.directory} (this invocation: {last['steps_run']} steps, "
                   f"{last['wall_seconds'] / 60:.1f} min, peak memory {last['peak_memory_mb']:.0f} MiB)")

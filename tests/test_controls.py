@@ -168,5 +168,9 @@ def test_grid_leaderboard_has_rows_per_level_with_controls_apart(grid_run, tmp_p
     line = calibration_line(json.loads((grid_run / "stats.json").read_text()))
     assert line.startswith("calibration at ") and "positive control" in line and "minimum detectable effect" in line
     assert "design minimum detectable effect" in line and "the 2 controls)" in line
+    stats = json.loads((grid_run / "stats.json").read_text())
+    for level in stats["levels"]:  # a grid run prints one line per level: a level can pass where another fails
+        assert calibration_line(stats, level).startswith(f"calibration at {level} real cases: positive control")
+    assert calibration_line(stats, 999) == "calibration at 999 real cases: no controls at this level"
     main(["figures", "--runs", str(grid_run), "--out", str(tmp_path)])
     assert list(tmp_path.glob("dice_vs_real_cases_*.png"))
