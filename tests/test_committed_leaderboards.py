@@ -15,7 +15,7 @@ from foscu_bench.leaderboard import leaderboard_rows, render
 ROOT = Path(__file__).resolve().parents[1] / "leaderboards"
 RUNS = ROOT / "runs"
 EXTENSIONS = {"md": "md", "csv": "csv", "tex": "latex", "json": "json"}
-TABLES = sorted(p for p in ROOT.glob("*.*") if p.suffix.lstrip(".") in EXTENSIONS)
+TABLES = sorted(p for p in ROOT.glob("*.*") if p.suffix.lstrip(".") in EXTENSIONS and p.stem != "README")
 RUN_FILES = ("manifest.json", "metrics.csv", "stats.json", "fidelity.json")
 
 
