@@ -165,10 +165,10 @@ def test_grid_leaderboard_has_rows_per_level_with_controls_apart(grid_run, tmp_p
     assert "phantom-oracle (control)" in text and "| ctl |" in text
     assert "Minimum detectable effect of the design" in text and "real cases" in text
     assert all(row["var_seed"] is not None for row in rows if row["kind"] != "reference")
-    line = calibration_line(json.loads((grid_run / "stats.json").read_text()))
+    stats = json.loads((grid_run / "stats.json").read_text())
+    line = calibration_line(stats)
     assert line.startswith("calibration at ") and "positive control" in line and "minimum detectable effect" in line
     assert "design minimum detectable effect" in line and "the 2 controls)" in line
-    stats = json.loads((grid_run / "stats.json").read_text())
     for level in stats["levels"]:  # a grid run prints one line per level: a level can pass where another fails
         assert calibration_line(stats, level).startswith(f"calibration at {level} real cases: positive control")
     assert calibration_line(stats, 999) == "calibration at 999 real cases: no controls at this level"

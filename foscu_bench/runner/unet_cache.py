@@ -4,8 +4,9 @@ A grid split into several runs (one per generator, a calibration run, a rerun wi
 otherwise train the same real-only U-Nets, and the same control U-Nets, in every run. The key holds what the
 trained network and its test rows depend on: the profile's content, arm, seed, dataset fingerprint, the level's
 training cases, the test cases, the synthetic set's SHA-256 (for arms with synthetic data) and share, device kind,
-kernel class (AVX2 and AVX-512 CPUs give different fp32 numbers for the same seed), CPU threads, the U-Net step version and a fingerprint of the training and evaluation code. The value is the step
-record (per-case rows, losses, timings), not the network: the run needs nothing else.
+kernel class (AVX2 and AVX-512 CPUs give different fp32 numbers for the same seed), CPU threads, the U-Net step
+version and a fingerprint of the training and evaluation code. The value is the step record (per-case rows,
+losses, timings), not the network: the run needs nothing else.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def unet_cache_key(ctx, step: Step, synthetic_sha256: str | None, threads: int) 
             "train": ctx.train_ids(step.n_real, step.draw) if step.arm != "synthetic" else [],
             "test": list(ctx.split.test), "synthetic_sha256": synthetic_sha256,
             "synthetic_fraction": ctx.config.synthetic_fraction if synthetic_sha256 else None,
-            "device": ctx.device.type, "kernels": kernel_class(ctx.device), "threads": threads, "step_version": STEP_VERSIONS["unet"],
-            "code": ctx.memo[key], "cache_version": UNET_CACHE_VERSION}
+            "device": ctx.device.type, "kernels": kernel_class(ctx.device), "threads": threads,
+            "step_version": STEP_VERSIONS["unet"], "code": ctx.memo[key], "cache_version": UNET_CACHE_VERSION}
 
 
 def _path(key: dict):
