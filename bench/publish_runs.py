@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from foscu_bench.errors import ConfigError
+from foscu_bench.figures import group_figures
 from foscu_bench.store import atomic_path
 
 RUN_FILES = ("manifest.json", "metrics.csv", "stats.json", "fidelity.json")
@@ -53,23 +54,6 @@ def write_tables(runs_root: Path, stem: Path) -> list[Path]:
     return paths
 
 
-def write_group_figures(runs_root: Path, out_dir: Path) -> list[Path]:
-    """The figures of each comparability group: they read per-case rows and stats, never volumes."""
-    from foscu_bench.comparability import group_runs
-    from foscu_bench.figures import fig_dice_distributions, fig_dice_vs_real_cases, fig_metric_validity
-    from foscu_bench.leaderboard import leaderboard_rows
-    from foscu_bench.results import find_runs
-
-    written: list[Path] = []
-    for group in group_runs(find_runs(runs_root)):
-        written += fig_dice_distributions(group, out_dir)
-        written += fig_dice_vs_real_cases(group, out_dir)
-    rows = leaderboard_rows(runs_root)
-    for key in dict.fromkeys(r["comparability_key"] for r in rows):
-        written += fig_metric_validity([r for r in rows if r["comparability_key"] == key], out_dir)
-    return written
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="finished run directories to publish")
@@ -84,7 +68,7 @@ def main() -> None:
     for path in write_tables(args.runs_root, args.tables):
         print(f"wrote {path}", flush=True)
     if not args.no_figures:
-        for path in write_group_figures(args.runs_root, args.figures):
+        for path in group_figures(args.runs_root, args.figures):
             print(f"wrote {path}", flush=True)
 
 

@@ -321,11 +321,20 @@ def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
             written += fig_label_real_synthetic(run, out_dir, training_pairs(run))
             written += fig_fidelity(run, out_dir)
             written += fig_loss_curves(run, out_dir)
+    return written + group_figures(runs_dir, out_dir)
+
+
+def group_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """The figures of each comparability group (per-case distributions, Dice vs synthetic and real cases, metric
+    validity): they read the runs' rows and stats only, so they draw from committed run files without volumes."""
+    from foscu_bench.leaderboard import leaderboard_rows
+
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for group in group_runs(find_runs(runs_dir)):
         written += fig_dice_distributions(group, out_dir)
         written += fig_dice_vs_n_synthetic(group, out_dir)
         written += fig_dice_vs_real_cases(group, out_dir)
-    from foscu_bench.leaderboard import leaderboard_rows
-
     rows = leaderboard_rows(runs_dir)
     for key in dict.fromkeys(r["comparability_key"] for r in rows):
         written += fig_metric_validity([r for r in rows if r["comparability_key"] == key], out_dir)
