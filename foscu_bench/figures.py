@@ -179,8 +179,8 @@ def fig_dice_vs_n_synthetic(group: RunGroup, out_dir: Path) -> list[Path]:
             entry = group.stats["generators"].get(group.labels.get((run.run_id, generator)), {})
             if "delta_dice_mean" in entry:
                 points.setdefault(generator, []).append((n, entry["delta_dice_mean"], entry["ci_low"], entry["ci_high"]))
-    if not points:
-        return []
+    if not any(len({n for n, *_ in values}) > 1 for values in points.values()):
+        return []  # one synthetic-set size per generator: nothing to plot against (a grid over real cases instead)
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for generator, values in sorted(points.items()):
         values.sort()
