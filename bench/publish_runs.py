@@ -41,11 +41,10 @@ def copy_run_files(run_dir: Path, runs_root: Path) -> Path:
     return target
 
 
-def write_tables(runs_root: Path, stem: Path) -> list[Path]:
-    from foscu_bench.leaderboard import leaderboard_rows, render
+def write_tables(rows: list[dict], stem: Path) -> list[Path]:
+    from foscu_bench.leaderboard import render
     from foscu_bench.store import atomic_write_text
 
-    rows = leaderboard_rows(runs_root)
     paths = []
     for suffix, fmt in FORMATS.items():
         path = stem.with_suffix(f".{suffix}")
@@ -65,10 +64,13 @@ def main() -> None:
     args = parser.parse_args()
     for run_dir in args.runs:
         print(f"copied {copy_run_files(run_dir, args.runs_root)}", flush=True)
-    for path in write_tables(args.runs_root, args.tables):
+    from foscu_bench.leaderboard import leaderboard_rows
+
+    rows = leaderboard_rows(args.runs_root)
+    for path in write_tables(rows, args.tables):
         print(f"wrote {path}", flush=True)
     if not args.no_figures:
-        for path in group_figures(args.runs_root, args.figures):
+        for path in group_figures(args.runs_root, args.figures, rows):
             print(f"wrote {path}", flush=True)
 
 

@@ -324,9 +324,10 @@ def make_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return written + group_figures(runs_dir, out_dir)
 
 
-def group_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def group_figures(runs_dir: str | Path, out_dir: str | Path, rows: list[dict] | None = None) -> list[Path]:
     """The figures of each comparability group (per-case distributions, Dice vs synthetic and real cases, metric
-    validity): they read the runs' rows and stats only, so they draw from committed run files without volumes."""
+    validity): they read the runs' rows and stats only, so they draw from committed run files without volumes.
+    ``rows``: the leaderboard rows of ``runs_dir`` where the caller has them (their bootstraps take minutes)."""
     from foscu_bench.leaderboard import leaderboard_rows
 
     out_dir = Path(out_dir)
@@ -335,7 +336,7 @@ def group_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
         written += fig_dice_distributions(group, out_dir)
         written += fig_dice_vs_n_synthetic(group, out_dir)
         written += fig_dice_vs_real_cases(group, out_dir)
-    rows = leaderboard_rows(runs_dir)
+    rows = leaderboard_rows(runs_dir) if rows is None else rows
     for key in dict.fromkeys(r["comparability_key"] for r in rows):
         written += fig_metric_validity([r for r in rows if r["comparability_key"] == key], out_dir)
     return written
