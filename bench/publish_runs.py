@@ -19,32 +19,34 @@ from pathlib import Path
 
 from foscu_bench.errors import ConfigError
 from foscu_bench.figures import group_figures
-from foscu_bench.store import atomic_path
+from foscu_bench.leaderboard import leaderboard_rows, render
+from foscu_bench.store import RunLayout, atomic_path, atomic_write_text
 
-RUN_FILES = ("manifest.json", "metrics.csv", "stats.json", "fidelity.json")
 FORMATS = {"md": "md", "csv": "csv", "tex": "latex", "json": "json"}
+
+
+def run_files(layout: RunLayout) -> list[Path]:
+    """What is committed of a run (the run layout's four result files): everything a table is rebuilt from."""
+    return [layout.manifest, layout.metrics, layout.stats, layout.fidelity]
 
 
 def copy_run_files(run_dir: Path, runs_root: Path) -> Path:
     """The four run files of a finished run into ``runs_root/<run_id>/`` (each written atomically)."""
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    source = RunLayout(run_dir)
+    missing = [path.name for path in run_files(source) if not path.is_file()]
     if missing:
         raise ConfigError(f"{run_dir}: lacks {', '.join(missing)}; is the run finished?")
-    status = json.loads((run_dir / "manifest.json").read_text()).get("status")
+    status = json.loads(source.manifest.read_text()).get("status")
     if status != "complete":
-        raise ConfigError(f"{run_dir / 'manifest.json'}: status {status!r}, not 'complete'; finish the run first")
-    target = runs_root / run_dir.name
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        with atomic_path(target / name, suffix=Path(name).suffix) as tmp:
-            shutil.copyfile(run_dir / name, tmp)
-    return target
+        raise ConfigError(f"{source.manifest}: status {status!r}, not 'complete'; finish the run first")
+    target = RunLayout(runs_root / source.run_id)
+    for path, copy in zip(run_files(source), run_files(target)):
+        with atomic_path(copy, suffix=copy.suffix) as tmp:
+            shutil.copyfile(path, tmp)
+    return target.directory
 
 
 def write_tables(rows: list[dict], stem: Path) -> list[Path]:
-    from foscu_bench.leaderboard import render
-    from foscu_bench.store import atomic_write_text
-
     paths = []
     for suffix, fmt in FORMATS.items():
         path = stem.with_suffix(f".{suffix}")
@@ -64,8 +66,6 @@ def main() -> None:
     args = parser.parse_args()
     for run_dir in args.runs:
         print(f"copied {copy_run_files(run_dir, args.runs_root)}", flush=True)
-    from foscu_bench.leaderboard import leaderboard_rows
-
     rows = leaderboard_rows(args.runs_root)
     for path in write_tables(rows, args.tables):
         print(f"wrote {path}", flush=True)
