@@ -13,8 +13,9 @@ step per core, which bench/unet_step_speed.py measures.
 Sections: measured fp32 and bf16 peaks (matmul, conv3d); the segmentation U-Net's pure compute step and its full
 training step (data augmentation included) in fp32 and bf16, with validation Dice of short real-only trainings as
 the accuracy check; the augmentation of one sample on the CPU and on the GPU; each Duo-Diffusion stage's step
-(fp32 vs bf16: ms, FLOPs, fraction of peak, loss trajectory); batched sampling (DDIM 10/50, label stage + ControlNet
-image stage + decoding) per volume; and the estimate of ``run --profile paper`` from the profile's budgets.
+(fp32 vs bf16: ms, FLOPs, fraction of peak, loss trajectory); batched sampling per volume (DDIM 10/50 and the
+default sampler; label stage + ControlNet image stage + decoding); and the estimate of ``run --profile paper`` from
+the profile's budgets.
 FLOPs come from ``torch.utils.flop_counter`` (forward + backward of one real step).
 """
 
@@ -270,25 +271,26 @@ def sampling_section(profile, train, device) -> dict:
     control = torch.from_numpy(np.stack([label_channels(train[i % len(train)].label) for i in range(batch)])).to(device)
     out = {}
 
-    def one_batch(steps: int) -> None:
+    def one_batch(sampler: str, steps: int) -> None:
         gens = [torch.Generator().manual_seed(i) for i in range(batch)]
-        z = denoise(modules["label_unet"], config, shape, gens, device, "ddim", steps)
+        z = denoise(modules["label_unet"], config, shape, gens, device, sampler, steps)
         modules["label_ae"].decode(z).argmax(1)
-        z = denoise(modules["image_unet"], config, shape, gens, device, "ddim", steps,
+        z = denoise(modules["image_unet"], config, shape, gens, device, sampler, steps,
                     controlnet=modules["controlnet"], control=control)
         modules["image_ae"].decode(z)
 
     for precision in ("fp32", "bf16"):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            one_batch(2)
-            for steps in (10, 50):
+            one_batch("ddim", 2)
+            # DDIM at two step counts gives the fixed and per-step cost; the default sampler is what a run uses
+            for sampler, steps in (("ddim", 10), ("ddim", 50), (config.scheduler, config.sampling_steps)):
                 _sync()
                 start = time.perf_counter()
-                one_batch(steps)
+                one_batch(sampler, steps)
                 _sync()
                 seconds = (time.perf_counter() - start) / batch
-                out[(precision, steps)] = seconds
-                _log("sampling", {"precision": precision, "sampler": "ddim", "steps": steps, "batch": batch,
+                out[(precision, steps) if sampler == "ddim" else (precision, "default")] = seconds
+                _log("sampling", {"precision": precision, "sampler": sampler, "steps": steps, "batch": batch,
                                   "seconds_per_volume": seconds})
     for precision in ("fp32", "bf16"):
         per_step = (out[(precision, 50)] - out[(precision, 10)]) / 40
@@ -406,10 +408,13 @@ def main() -> None:
             if "ms" in row:
                 stages.setdefault((row["stage"], row["precision"]), row["ms"] / 1000)
         for row in earlier.get("sampling", []):
-            sample.setdefault((row["precision"], row["steps"]), row["seconds_per_volume"])
+            key = row["steps"] if row.get("sampler", "ddim") == "ddim" else "default"
+            sample.setdefault((row["precision"], key), row["seconds_per_volume"])
     _save(args.out)
     paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
-    estimate(profile, seg.get("train_bf16"), stages, sample.get(("bf16", 50)) or sample.get(("fp32", 50)), paper_train,
+    sample_s = next((sample[k] for k in (("bf16", "default"), ("fp32", "default"), ("bf16", 50), ("fp32", 50))
+                     if k in sample), None)
+    estimate(profile, seg.get("train_bf16"), stages, sample_s, paper_train,
              seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0))
     _save(args.out)
 
