@@ -22,12 +22,14 @@ FLOPs come from ``torch.utils.flop_counter`` (forward + backward of one real ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -302,26 +304,74 @@ def sampling_section(profile, train, device) -> dict:
     return out
 
 
-def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
-             evaluate_s: float | None = None, unet_startup_s: float = 0.0) -> None:
-    """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` on this device, one step
-    at a time (controls on: real-only, duo-diffusion, oracle, mismatched-labels arms), each Duo stage in the
-    precision ``precision="auto"`` gives it."""
+def run_steps(profile, unet_step_s: float, stage_s: dict, sample_s: float, n_train: int, evaluate_s: float,
+              unet_startup_s: float = 0.0, seeds: int = 5,
+              device: str = "cuda") -> list[tuple[str, float, tuple[str, ...]]]:
+    """The steps of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` as the runner plans
+    them, in its order (fit parts first, then samples, then U-Nets): (name, seconds alone on the device, the names
+    it waits for). Controls on: real-only, duo-diffusion, phantom-oracle and mismatched-labels U-Nets; each Duo stage
+    in the precision ``precision="auto"`` gives it; every U-Net evaluates the test split; each seed samples as many
+    volumes as there are real training cases."""
     from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
     from foscu_bench.generators.duo_diffusion.training import stage_precision
 
     config = config_for(profile.name)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    fit = sum(config.iterations[s] * stage_s.get((s, stage_precision(config, device, s)), np.nan) for s in STAGES)
-    unets = 4 * 5 * (profile.segmentation.iterations * (unet_step_s or np.nan) + unet_startup_s)
-    sampling = n_train * (sample_s or np.nan)
+    seconds = {s: config.iterations[s] * stage_s.get((s, stage_precision(config, device, s)), np.nan) for s in STAGES}
     n_test = int(round(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[2]))
-    evaluation = 20 * n_test * (evaluate_s or np.nan)
-    _log("paper_run_estimate", {"duo_fit_hours": fit / 3600, "sampling_hours": sampling / 3600,
-                                "unet_trainings": 20, "unet_hours": unets / 3600, "evaluation_hours": evaluation / 3600,
-                                "total_hours_excluding_evaluation": (fit + unets + sampling) / 3600,
-                                "total_hours": (fit + unets + sampling + evaluation) / 3600,
-                                "n_train": n_train, "unet_step_s": unet_step_s, "unet_startup_s": unet_startup_s})
+    unet = profile.segmentation.iterations * unet_step_s + unet_startup_s + n_test * evaluate_s
+    steps = [("fitpart/labels", sum(v for k, v in seconds.items() if k.startswith("label")), ()),
+             ("fitpart/images", sum(v for k, v in seconds.items() if not k.startswith("label")), ())]
+    steps += [(f"sample/{seed}", n_train * sample_s, ("fitpart/labels", "fitpart/images")) for seed in range(seeds)]
+    steps += [(f"unet/{arm}/{seed}", unet, (f"sample/{seed}",) if arm == "duo-diffusion" else ())
+              for arm in ("real-only", "duo-diffusion", "phantom-oracle", "mismatched-labels") for seed in range(seeds)]
+    return steps
+
+
+def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int, slowdown: float = 1.0) -> float:
+    """Seconds until the last step ends when ``workers`` steps run at once, each ``slowdown`` times slower than
+    alone, the runner's way: whenever a worker is free, the first ready step in plan order starts."""
+    done_at: dict[str, float] = {}
+    running: list[tuple[float, str]] = []
+    waiting = list(steps)
+    now = 0.0
+    while waiting or running:
+        ready = [s for s in waiting if all(d in done_at and done_at[d] <= now for d in s[2])]
+        while ready and len(running) < workers:
+            name, seconds, _ = ready.pop(0)
+            waiting = [s for s in waiting if s[0] != name]
+            running.append((now + seconds * slowdown, name))
+        if not running:
+            raise ValueError(f"steps wait for steps that never run: {[s[0] for s in waiting]}")
+        running.sort()
+        now, name = running.pop(0)
+        done_at[name] = now
+    return now
+
+
+def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
+             evaluate_s: float | None = None, unet_startup_s: float = 0.0, concurrency: dict | None = None,
+             device: str | None = None) -> None:
+    """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` on this device: one
+    step at a time, and with ``k`` steps sharing the device at the aggregate speed-up that
+    ``bench/gpu_concurrency.py`` measured for ``k`` (``concurrency``: its report), every step assumed to slow down
+    as the U-Net did."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    steps = run_steps(profile, unet_step_s or np.nan, stage_s, sample_s or np.nan, n_train, evaluate_s or np.nan,
+                      unet_startup_s, device=device)
+    kinds = {kind: sum(seconds for name, seconds, _ in steps if name.startswith(kind)) / 3600
+             for kind in ("fitpart", "sample", "unet")}
+    row = {"duo_fit_hours": kinds["fitpart"], "sampling_hours": kinds["sample"], "unet_trainings": 20,
+           "unet_hours_with_evaluation": kinds["unet"], "total_hours_one_step_at_a_time": sum(kinds.values()),
+           "n_train": n_train, "unet_step_s": unet_step_s, "unet_startup_s": unet_startup_s,
+           "evaluate_s_per_case": evaluate_s}
+    for k_row in (concurrency or {}).get("rows", []):
+        k = k_row["concurrent"]
+        slowdown = k / k_row["speedup_vs_first"]
+        row[f"hours_{k}_steps_at_once"] = makespan(steps, k, slowdown) / 3600
+        row[f"slowdown_{k}_steps_at_once"] = slowdown
+    if concurrency:
+        row["concurrency_from"] = concurrency.get("device")
+    _log("paper_run_estimate", row)
 
 
 def random_pairs(n: int, profile) -> list:
@@ -340,6 +390,23 @@ def random_pairs(n: int, profile) -> list:
     return pairs
 
 
+def measured_times(report: dict) -> tuple[dict, dict, dict]:
+    """The U-Net (steady step, startup, evaluation per case), Duo stage and sampling times of an earlier report of
+    this script, keyed as the sections return them."""
+    seg: dict = {}
+    for row in report.get("unet_training", []):
+        if "steady_seconds_per_step" in row and row.get("loader_workers") is not None:
+            key = row["precision"]
+            seg.setdefault(f"train_{key}", row["steady_seconds_per_step"])
+            seg.setdefault(f"startup_{key}", row.get("startup_seconds", 0.0))
+    for row in report.get("unet_evaluation", []):
+        seg.setdefault(f"evaluate_{row['precision']}", row["seconds_per_case"])
+    stages = {(row["stage"], row["precision"]): row["ms"] / 1000 for row in report.get("duo_stage", []) if "ms" in row}
+    sample = {(row["precision"], row["steps"] if row.get("sampler", "ddim") == "ddim" else "default"):
+              row["seconds_per_volume"] for row in report.get("sampling", [])}
+    return seg, stages, sample
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/step_profile_<profile>_<device>.json")
@@ -353,6 +420,10 @@ def main() -> None:
     parser.add_argument("--stage-times-from", type=Path, default=None,
                         help="an earlier result of this script on the same device kind: its Duo stage and sampling "
                              "rows enter the estimate where this run skips those sections")
+    parser.add_argument("--estimate-from", type=Path, default=None,
+                        help="measure nothing: recompute the estimate from this earlier report (same device kind)")
+    parser.add_argument("--concurrency-from", type=Path, default=None,
+                        help="a bench/gpu_concurrency.py report: the estimate with k steps sharing the device")
     parser.add_argument("--stage-iterations", type=int, default=24)
     parser.add_argument("--budget-s", type=float, default=360.0, help="later sections are skipped past this")
     parser.add_argument("--random-pairs", action="store_true",
@@ -368,6 +439,23 @@ def main() -> None:
 
     device = resolve_device("auto")
     profile = get_profile(args.profile)
+    concurrency = json.loads(args.concurrency_from.read_text()) if args.concurrency_from else None
+    paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
+    if args.estimate_from is not None:
+        REPORT.update({k: v for k, v in json.loads(args.estimate_from.read_text()).items()
+                       if k != "paper_run_estimate"})
+        REPORT["estimate_from"] = str(args.estimate_from)
+        seg, stages, sample = measured_times(REPORT)
+        stages, sample = with_earlier_times(stages, sample, args.stage_times_from)
+        on_gpu = REPORT.get("device") != "cpu"
+        # the stages' auto precision as on the measured GPU (bf16 where it has bf16 units: every GPU these reports
+        # come from), also where this machine has none
+        with mock.patch("torch.cuda.is_bf16_supported", return_value=True) if on_gpu else contextlib.nullcontext():
+            estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), paper_train,
+                     seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency,
+                     device="cuda" if on_gpu else "cpu")
+        _save(args.out)
+        return
     REPORT.update({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                    "torch": torch.__version__, "cuda": torch.version.cuda, "profile": args.profile,
                    "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -401,22 +489,27 @@ def main() -> None:
         seg, sample = (result, sample) if name == "segmentation" else (seg, result)
         _save(args.out)
     stages = duo_section(args, profile, train, device, peaks) if "duo" in args.sections else {}
-    if args.stage_times_from is not None:
-        earlier = json.loads(args.stage_times_from.read_text())
-        REPORT["stage_times_from"] = {"file": str(args.stage_times_from), "device": earlier.get("device")}
-        for row in earlier.get("duo_stage", []):
-            if "ms" in row:
-                stages.setdefault((row["stage"], row["precision"]), row["ms"] / 1000)
-        for row in earlier.get("sampling", []):
-            key = row["steps"] if row.get("sampler", "ddim") == "ddim" else "default"
-            sample.setdefault((row["precision"], key), row["seconds_per_volume"])
+    stages, sample = with_earlier_times(stages, sample, args.stage_times_from)
     _save(args.out)
-    paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
-    sample_s = next((sample[k] for k in (("bf16", "default"), ("fp32", "default"), ("bf16", 50), ("fp32", 50))
-                     if k in sample), None)
-    estimate(profile, seg.get("train_bf16"), stages, sample_s, paper_train,
-             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0))
+    estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), paper_train,
+             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency)
     _save(args.out)
+
+
+def with_earlier_times(stages: dict, sample: dict, earlier_report: Path | None) -> tuple[dict, dict]:
+    """Duo stage and sampling times of an earlier report of the same device kind where this one has none."""
+    if earlier_report is None:
+        return stages, sample
+    earlier = json.loads(earlier_report.read_text())
+    REPORT["stage_times_from"] = {"file": str(earlier_report), "device": earlier.get("device")}
+    _, earlier_stages, earlier_sample = measured_times(earlier)
+    return {**earlier_stages, **stages}, {**earlier_sample, **sample}
+
+
+def default_sampler_seconds(sample: dict) -> float | None:
+    """Seconds per volume of the default sampler (bf16 first), else of DDIM-50 from reports that predate it."""
+    return next((sample[k] for k in (("bf16", "default"), ("fp32", "default"), ("bf16", 50), ("fp32", 50))
+                 if k in sample), None)
 
 
 if __name__ == "__main__":

@@ -30,16 +30,36 @@ def _on_gpu(device) -> bool:
     return getattr(device, "type", str(device)) == "cuda"
 
 
+GPU_STEPS_AT_ONCE = 3
+"""Steps that share one GPU. The paper U-Net's bf16 step uses 5-7% of an H100's or H200's measured peak (small 3D
+convolutions leave most of the chip idle), so one step at a time wastes the device: three U-Net trainings side by
+side stepped 1.97x as many steps a second as one alone on an H200, two 1.52x (bench/gpu_concurrency.py,
+bench/results/gpu_concurrency_s16_h200.json). Steps never share a process or a random stream, so the number
+changes no result."""
+
+GPU_MEMORY_PER_STEP_GIB = 24
+"""Device memory one step may need at the paper profile: the ControlNet stage, the largest, peaked at 18 GiB
+(fp32, bench/results/gpu_paper_profile_s16_h100.json); a GPU with less than this per step runs fewer at once."""
+
+
+def gpu_steps_at_once(device) -> int:
+    """How many steps share this GPU: ``GPU_STEPS_AT_ONCE``, fewer where its memory would not hold them."""
+    import torch
+
+    total_gib = torch.cuda.get_device_properties(device).total_memory / 2 ** 30
+    return max(1, min(GPU_STEPS_AT_ONCE, int(total_gib // GPU_MEMORY_PER_STEP_GIB)))
+
+
 def default_threads(device) -> int:
     """CPU threads per step: 1 on CPU (the fastest use of cores for these networks is one step per core, and a
-    fixed count keeps numbers independent of how many workers run); every core on a GPU machine, whose CPU only
-    feeds the device."""
-    return available_cores() if _on_gpu(device) else 1
+    fixed count keeps numbers independent of how many workers run); on a GPU machine, whose CPU only feeds the
+    device, the cores shared among the steps on the GPU (they also size each step's sample loaders)."""
+    return max(1, available_cores() // gpu_steps_at_once(device)) if _on_gpu(device) else 1
 
 
 def default_workers(device, threads: int) -> int:
-    """As many single-step workers as the cores hold; one on a GPU (steps would only queue for the device)."""
-    return 1 if _on_gpu(device) else max(1, available_cores() // max(1, threads))
+    """As many single-step workers as the cores hold on CPU; ``gpu_steps_at_once`` on a GPU."""
+    return gpu_steps_at_once(device) if _on_gpu(device) else max(1, available_cores() // max(1, threads))
 
 
 def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> list[Step]:

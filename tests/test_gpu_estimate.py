@@ -1,0 +1,60 @@
+"""The paper-profile wall-time estimate of bench/step_profile.py: the runner's step graph, scheduled on k workers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from foscu_bench.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+@pytest.fixture(scope="module")
+def step_profile():
+    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "bench" / "step_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_makespan_follows_dependencies_and_workers(step_profile):
+    steps = [("a", 10.0, ()), ("b", 10.0, ()), ("c", 5.0, ("a",)), ("d", 1.0, ("c", "b"))]
+    assert step_profile.makespan(steps, 1) == 26.0
+    assert step_profile.makespan(steps, 2) == 16.0  # a|b, then c, then d
+    assert step_profile.makespan(steps, 2, slowdown=2.0) == 32.0
+    with pytest.raises(ValueError, match="never run"):
+        step_profile.makespan([("x", 1.0, ("missing",))], 1)
+
+
+def test_the_default_run_graph_and_its_schedule(step_profile):
+    stages = {(s, p): 0.01 for s in ("label_autoencoder", "label_diffusion", "image_autoencoder", "image_diffusion",
+                                     "controlnet") for p in ("fp32", "bf16")}
+    steps = step_profile.run_steps(get_profile("paper"), 0.02, stages, 0.5, 120, 0.2, device="cpu")
+    names = [name for name, _, _ in steps]
+    assert names[:2] == ["fitpart/labels", "fitpart/images"]
+    assert sum(name.startswith("unet/") for name in names) == 20 and sum(n.startswith("sample/") for n in names) == 5
+    assert dict((n, d) for n, _, d in steps)["unet/duo-diffusion/3"] == ("sample/3",)
+    alone = sum(seconds for _, seconds, _ in steps)
+    assert step_profile.makespan(steps, 1) == pytest.approx(alone)
+    assert step_profile.makespan(steps, 3) < alone / 2  # independent U-Nets fill the workers beside the fit
+
+
+def test_committed_h100_estimate_is_reproduced_from_its_measurements(step_profile, tmp_path):
+    """The committed estimate is what the committed measurements give (nothing typed in by hand)."""
+    out = tmp_path / "estimate.json"
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--estimate-from",
+                    str(RESULTS / "gpu_paper_profile_s16_h100.json"), "--concurrency-from",
+                    str(RESULTS / "gpu_concurrency_s16_h200.json"), "--out", str(out)], check=True,
+                   capture_output=True, cwd=ROOT)
+    fresh = json.loads(out.read_text())["paper_run_estimate"][0]
+    committed = json.loads((RESULTS / "gpu_paper_estimate_s16_h100.json").read_text())["paper_run_estimate"][0]
+    assert fresh == pytest.approx(committed)
+    assert fresh["hours_3_steps_at_once"] < 2.0 < fresh["total_hours_one_step_at_a_time"]
