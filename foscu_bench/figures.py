@@ -275,10 +275,12 @@ def generator_colours(generators: list[str]) -> dict:
 
 def fig_metric_validity(rows: list[dict], out_dir: Path) -> list[Path]:
     """Each fidelity metric against the Dice delta, one point per generator/control and level, with the rank
-    correlation and its CI (``validity``) in the panel title: which fidelity number predicts usefulness."""
+    correlation and its CI (``validity``) in the panel title, over generators and controls and over generators
+    alone: which fidelity number predicts usefulness."""
     from foscu_bench.validity import VALIDITY_METRICS, metric_validity
 
     entries = [e for e in metric_validity(rows) if e["spearman"] is not None]
+    alone = {e["metric"]: e for e in metric_validity(rows, scope="generators")}
     if not entries:
         return []
     plt = _plt()
@@ -297,7 +299,11 @@ def fig_metric_validity(rows: list[dict], out_dir: Path) -> list[Path]:
                 ax.scatter(x, y, s=14, color=colours[g], label=g)
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set_xlabel(VALIDITY_METRICS[entry["metric"]], fontsize=7)
-        ax.set_title(f"ρ {entry['spearman']:+.2f} [{entry['ci_low']:+.2f}, {entry['ci_high']:+.2f}]", fontsize=7)
+        title = f"all ρ {entry['spearman']:+.2f} [{entry['ci_low']:+.2f}, {entry['ci_high']:+.2f}]"
+        gen = alone.get(entry["metric"], {})
+        if gen.get("spearman") is not None:
+            title += f"\ngenerators ρ {gen['spearman']:+.2f} [{gen['ci_low']:+.2f}, {gen['ci_high']:+.2f}]"
+        ax.set_title(title, fontsize=6)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(entries):]:
         ax.axis("off")

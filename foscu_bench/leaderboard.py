@@ -313,13 +313,14 @@ def _design_text(rows: list[dict]) -> str:
 
 def _validity_section(group: list[dict]) -> list[str]:
     """The metric-validity table of a group, where its rows carry schema-4 fidelity (``validity``)."""
-    from foscu_bench.validity import metric_validity, validity_markdown
+    from foscu_bench.validity import all_scopes, validity_markdown
 
-    entries = metric_validity(group)
+    entries = all_scopes(group)
     if not any(e["spearman"] is not None for e in entries):
         return []
     return ["Which fidelity metric predicts usefulness: Spearman rank correlation of each metric with the Dice delta "
-            "over the group's generators and controls at every real-data level (one row each).", "",
+            "at every real-data level (one row each), over the group's generators and controls, and over its "
+            "generators alone (a relation only the controls carry does not rank generators).", "",
             validity_markdown(entries), ""]
 
 
@@ -384,9 +385,9 @@ def to_latex(rows: list[dict]) -> str:
 
 
 def to_json(rows: list[dict]) -> str:
-    from foscu_bench.validity import metric_validity
+    from foscu_bench.validity import all_scopes
 
-    validity = {group[0]["comparability_key"]: metric_validity(group) for group in _groups(rows)}
+    validity = {group[0]["comparability_key"]: all_scopes(group) for group in _groups(rows)}
     # 12 significant digits: the last ones of a log-interpolation differ between CPUs (AVX2 vs AVX-512 libm), and
     # a committed table must rebuild byte for byte on any of them (tests/test_committed_leaderboards.py)
     return json.dumps(json_safe({"schema_version": 3, "columns": data_columns(), "rows": rows,

@@ -4,6 +4,11 @@ Over every generator and control of a comparability group and every real-data le
 the Spearman rank correlation between a fidelity metric and the Dice delta, with a 95% CI from a bootstrap that
 resamples whole generators (a generator's rows at several levels are not independent). Nobody has published this
 for 3D medical generation; the table says which numbers to read and which to ignore, on this dataset and profile.
+
+Two scopes: with the controls, a metric must tell a set of mismatched pairs (the negative control) and fresh real
+cases (the positive one) from the generators; without them, it must rank the generators themselves, which is what a
+user choosing a generator needs. A relation that only the controls carry (the negative control is 100% near-copies
+by construction) shows in the first scope and not in the second.
 """
 
 from __future__ import annotations
@@ -26,17 +31,23 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def metric_validity(rows: list[dict], n_boot: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
-    """One entry per metric: rank correlation with the Dice delta over the rows that have both, its cluster
-    bootstrap CI (generators resampled with replacement) and the number of rows and generators behind it."""
-    rows = [r for r in rows if r.get("kind") != "reference" and r.get("delta_dice_mean") is not None]
+SCOPES: dict[str, tuple[str, ...]] = {"generators and controls": ("reference",),
+                                      "generators": ("reference", "control")}
+"""Scope name -> the row kinds it leaves out."""
+
+
+def metric_validity(rows: list[dict], n_boot: int = BOOTSTRAP, seed: int = 0,
+                    scope: str = "generators and controls") -> list[dict]:
+    """One entry per metric: rank correlation with the Dice delta over the rows of ``scope`` that have both, its
+    cluster bootstrap CI (generators resampled with replacement) and the number of rows and generators behind it."""
+    rows = [r for r in rows if r.get("kind") not in SCOPES[scope] and r.get("delta_dice_mean") is not None]
     out = []
     rng = np.random.default_rng(seed)
     for column, label in VALIDITY_METRICS.items():
         usable = [r for r in rows if r.get(column) is not None]
         generators = sorted({r["generator"] for r in usable})
-        entry = {"metric": column, "label": label, "n_rows": len(usable), "n_generators": len(generators),
-                 "spearman": None, "ci_low": None, "ci_high": None}
+        entry = {"metric": column, "label": label, "scope": scope, "n_rows": len(usable),
+                 "n_generators": len(generators), "spearman": None, "ci_low": None, "ci_high": None}
         if len(usable) >= 4 and len(generators) >= 3:
             x = np.array([r[column] for r in usable], dtype=float)
             y = np.array([r["delta_dice_mean"] for r in usable], dtype=float)
@@ -65,11 +76,25 @@ def verdict(entry: dict) -> str:
     return "no detectable relation"
 
 
+def all_scopes(rows: list[dict]) -> list[dict]:
+    """``metric_validity`` in every scope, one list (each entry names its scope)."""
+    return [entry for scope in SCOPES for entry in metric_validity(rows, scope=scope)]
+
+
 def validity_markdown(entries: list[dict]) -> str:
-    lines = ["| fidelity metric | Spearman ρ with Δ Dice | 95% CI (generators resampled) | rows | generators | "
-             "reading |", "|---|---|---|---|---|---|"]
-    for e in entries:
-        rho = "" if e["spearman"] is None else f"{e['spearman']:+.2f}"
-        ci = "" if e["spearman"] is None else f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
-        lines.append(f"| {e['label']} | {rho} | {ci} | {e['n_rows']} | {e['n_generators']} | {verdict(e)} |")
+    """One line per metric, a column block per scope present in ``entries``."""
+    scopes = list(dict.fromkeys(e["scope"] for e in entries))
+    header, rule = ["fidelity metric"], ["---"]
+    for scope in scopes:
+        header += [f"ρ with Δ Dice, {scope}", "95% CI (generators resampled)", "rows / generators", "reading"]
+        rule += ["---"] * 4
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    for metric in dict.fromkeys(e["metric"] for e in entries):
+        cells = [next(e["label"] for e in entries if e["metric"] == metric)]
+        for scope in scopes:
+            e = next(e for e in entries if e["metric"] == metric and e["scope"] == scope)
+            rho = "" if e["spearman"] is None else f"{e['spearman']:+.2f}"
+            ci = "" if e["spearman"] is None else f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
+            cells += [rho, ci, f"{e['n_rows']} / {e['n_generators']}", verdict(e)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
