@@ -12,6 +12,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at test time
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_module(name: str):
+    """A script of ``bench/`` imported as a module (bench/ is no package: its scripts run from the command line)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import bench_module
 from foscu_bench.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +16,7 @@ RESULTS = ROOT / "bench" / "results"
 
 @pytest.fixture(scope="module")
 def step_profile():
-    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "bench" / "step_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("step_profile")
 
 
 def test_makespan_follows_dependencies_and_workers(step_profile):

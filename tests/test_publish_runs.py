@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import bench_module
 from foscu_bench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +16,7 @@ COMMITTED = sorted(p for p in (ROOT / "leaderboards" / "runs").iterdir() if p.is
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("publish_runs", ROOT / "bench" / "publish_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("publish_runs")
 
 
 def test_a_finished_run_is_published_without_its_volumes(tmp_path):
