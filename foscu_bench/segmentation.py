@@ -236,11 +236,10 @@ def per_sample_streams(device, loader_workers: int | None = None) -> bool:
 
 
 def default_loader_workers(device) -> int:
-    """Sample-preparing processes: none on CPU; on a GPU up to 8 from this process's share of the cores (its torch
-    threads: the runner gives each of the steps that share a GPU ``cores // steps``), leaving one to training."""
-    import torch
+    """Sample-preparing processes: none on CPU; on a GPU up to 8, leaving a core to the training process."""
+    from foscu_bench.cores import available_cores
 
-    return 0 if device.type == "cpu" else max(1, min(8, torch.get_num_threads() - 1))
+    return 0 if device.type == "cpu" else max(1, min(8, available_cores() - 1))
 
 
 def _draw(pool_real: Sequence[Pair], pool_synth: Sequence[Pair], p_synth: float, rng: np.random.Generator,

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from foscu_bench import segmentation
 from foscu_bench.runner import parallel
 
 
@@ -41,5 +40,5 @@ def test_sample_loaders_come_from_the_steps_share_of_the_cores(monkeypatch):
     gpu = torch.device("cuda")
     for threads, loaders in [(16, 8), (5, 4), (2, 1), (1, 1)]:
         monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
-        assert segmentation.default_loader_workers(gpu) == loaders
-    assert segmentation.default_loader_workers(torch.device("cpu")) == 0
+        assert parallel.step_loader_workers(gpu) == loaders
+    assert parallel.step_loader_workers(torch.device("cpu")) is None  # CPU keeps its sequential stream

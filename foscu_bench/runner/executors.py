@@ -96,6 +96,7 @@ def run_unet(ctx, step: Step, generators: dict) -> dict:
 
 
 def _train_unet(ctx, step: Step) -> dict:
+    from foscu_bench.runner.parallel import step_loader_workers
     from foscu_bench.segmentation import evaluate, train_segmentation
 
     real = ctx.pairs("train", step.n_real, step.draw) if step.arm != "synthetic" else []
@@ -106,6 +107,7 @@ def _train_unet(ctx, step: Step) -> dict:
     with ctx.reporter.task(label, settings.iterations * settings.members) as update:
         result = train_segmentation(real, synthetic, arm, settings, seed=step.seed, device=str(ctx.device),
                                     synthetic_fraction=ctx.config.synthetic_fraction,
+                                    loader_workers=step_loader_workers(ctx.device),
                                     progress=lambda it, loss: _unet_progress(update, it, loss))
         started = time.perf_counter()
         rows = evaluate(result.model, ctx.pairs("test"), ctx.profile.segmentation)

@@ -57,6 +57,16 @@ def default_threads(device) -> int:
     return max(1, available_cores() // gpu_steps_at_once(device)) if _on_gpu(device) else 1
 
 
+def step_loader_workers(device) -> int | None:
+    """Sample-preparing processes of one U-Net step: on a GPU, up to 8 from the step's share of the cores (its torch
+    threads, ``default_threads``), leaving one to training, so the steps that share a GPU do not oversubscribe the
+    CPU; None on CPU, where training keeps its one sequential sample stream (``segmentation.per_sample_streams``).
+    Decided here and not in ``segmentation``, whose code is in the key of every cached U-Net."""
+    import torch
+
+    return max(1, min(8, torch.get_num_threads() - 1)) if _on_gpu(device) else None
+
+
 def default_workers(device, threads: int) -> int:
     """As many single-step workers as the cores hold on CPU; ``gpu_steps_at_once`` on a GPU."""
     return gpu_steps_at_once(device) if _on_gpu(device) else max(1, available_cores() // max(1, threads))
