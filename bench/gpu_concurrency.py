@@ -2,8 +2,9 @@
 
 The paper U-Net's bf16 step computes at 5-7% of the GPU's measured peak (bench/step_profile.py): its kernels are
 small 3D convolutions that leave most of the chip idle, so one training at a time wastes the device. This bench
-trains ``K`` paper-profile U-Nets at once, each in its own spawned process with ``cores // K`` loader workers
-(as the runner would), on timing stand-in pairs, and reports each one's steady step time and the aggregate steps
+trains ``K`` paper-profile U-Nets at once, each in its own spawned process with ``cores // K`` threads and
+``cores // K`` loader workers (the runner gives a step one loader fewer, at most 8:
+``runner.parallel.step_loader_workers``), on timing stand-in pairs, and reports each one's steady step time and the aggregate steps
 per second against ``K = 1``.
 
 Usage (on a GPU machine; CPU works for a smoke check at ``--profile tiny``)::

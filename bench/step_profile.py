@@ -335,7 +335,7 @@ def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int, slow
     waiting = list(steps)
     now = 0.0
     while waiting or running:
-        ready = [s for s in waiting if all(d in done_at and done_at[d] <= now for d in s[2])]
+        ready = [s for s in waiting if all(d in done_at for d in s[2])]
         while ready and len(running) < workers:
             name, seconds, _ = ready.pop(0)
             waiting = [s for s in waiting if s[0] != name]
@@ -360,7 +360,8 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
                       unet_startup_s, device=device)
     kinds = {kind: sum(seconds for name, seconds, _ in steps if name.startswith(kind)) / 3600
              for kind in ("fitpart", "sample", "unet")}
-    row = {"duo_fit_hours": kinds["fitpart"], "sampling_hours": kinds["sample"], "unet_trainings": 20,
+    row = {"duo_fit_hours": kinds["fitpart"], "sampling_hours": kinds["sample"],
+           "unet_trainings": sum(name.startswith("unet/") for name, _, _ in steps),
            "unet_hours_with_evaluation": kinds["unet"], "total_hours_one_step_at_a_time": sum(kinds.values()),
            "n_train": n_train, "unet_step_s": unet_step_s, "unet_startup_s": unet_startup_s,
            "evaluate_s_per_case": evaluate_s}
@@ -395,7 +396,7 @@ def measured_times(report: dict) -> tuple[dict, dict, dict]:
     this script, keyed as the sections return them."""
     seg: dict = {}
     for row in report.get("unet_training", []):
-        if "steady_seconds_per_step" in row and row.get("loader_workers") is not None:
+        if "steady_seconds_per_step" in row:  # the first row of a precision: the device's default loaders
             key = row["precision"]
             seg.setdefault(f"train_{key}", row["steady_seconds_per_step"])
             seg.setdefault(f"startup_{key}", row.get("startup_seconds", 0.0))
@@ -451,9 +452,7 @@ def main() -> None:
         # the stages' auto precision as on the measured GPU (bf16 where it has bf16 units: every GPU these reports
         # come from), also where this machine has none
         with mock.patch("torch.cuda.is_bf16_supported", return_value=True) if on_gpu else contextlib.nullcontext():
-            estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), paper_train,
-                     seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency,
-                     device="cuda" if on_gpu else "cpu")
+            estimate_from_times(profile, seg, stages, sample, paper_train, concurrency, "cuda" if on_gpu else "cpu")
         _save(args.out)
         return
     REPORT.update({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -491,9 +490,16 @@ def main() -> None:
     stages = duo_section(args, profile, train, device, peaks) if "duo" in args.sections else {}
     stages, sample = with_earlier_times(stages, sample, args.stage_times_from)
     _save(args.out)
-    estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), paper_train,
-             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency)
+    estimate_from_times(profile, seg, stages, sample, paper_train, concurrency)
     _save(args.out)
+
+
+def estimate_from_times(profile, seg: dict, stages: dict, sample: dict, n_train: int, concurrency: dict | None,
+                        device: str | None = None) -> None:
+    """``estimate`` from the sections' times (measured now or read back by ``measured_times``): bf16 U-Net, the
+    default sampler."""
+    estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), n_train,
+             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency, device)
 
 
 def with_earlier_times(stages: dict, sample: dict, earlier_report: Path | None) -> tuple[dict, dict]:

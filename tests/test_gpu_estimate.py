@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,6 @@ def test_the_default_run_graph_and_its_schedule(step_profile):
 def test_committed_h100_estimate_is_reproduced_from_its_measurements(step_profile, tmp_path):
     """The committed estimate is what the committed measurements give (nothing typed in by hand)."""
     out = tmp_path / "estimate.json"
-    import subprocess
-    import sys
-
     subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--estimate-from",
                     str(RESULTS / "gpu_paper_profile_s16_h100.json"), "--concurrency-from",
                     str(RESULTS / "gpu_concurrency_s16_h200.json"), "--out", str(out)], check=True,
