@@ -203,21 +203,29 @@ def _stage_call(stage: str, config, data, device):
     return log, times
 
 
-def duo_section(args, profile, train, device, peaks) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def stage_data(profile, train) -> dict:
+    """What each Duo-Diffusion stage trains on, from ``train``: one-hot labels, images, random latents (a stage's
+    cost does not depend on the latents' values) and the label controls."""
     from foscu_bench.conditioning import label_channels
     from foscu_bench.generator import training_arrays
-    from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+    from foscu_bench.generators.duo_diffusion.config import config_for
     from foscu_bench.generators.duo_diffusion.generator import one_hot
 
     base = config_for(profile.name)
     images, labels = training_arrays(train)
     latent = tuple(s // base.image_autoencoder.factor for s in profile.shape)
-    data = {"label_autoencoder": one_hot(labels), "image_autoencoder": torch.from_numpy(images[:, None]),
+    return {"label_autoencoder": one_hot(labels), "image_autoencoder": torch.from_numpy(images[:, None]),
             "latents": torch.randn(len(images), base.image_autoencoder.latent_channels, *latent,
                                    generator=torch.Generator().manual_seed(0)),
             "controls": torch.from_numpy(np.stack([label_channels(label) for label in labels]))}
+
+
+def duo_section(args, profile, train, device, peaks) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from foscu_bench.generators.duo_diffusion.config import STAGES, config_for
+
+    data = stage_data(profile, train)
     step_s = {}
     for stage in STAGES:
         for precision in ("fp32", "bf16"):
@@ -327,9 +335,14 @@ def run_steps(profile, unet_step_s: float, stage_s: dict, sample_s: float, n_tra
     return steps
 
 
-def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int, slowdown: float = 1.0) -> float:
+def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int,
+             slowdown: float | dict[str, float] = 1.0) -> float:
     """Seconds until the last step ends when ``workers`` steps run at once, each ``slowdown`` times slower than
-    alone, the runner's way: whenever a worker is free, the first ready step in plan order starts."""
+    alone (one factor, or one per kind of step: the part of its name before the first ``/``), the runner's way:
+    whenever a worker is free, the first ready step in plan order starts."""
+    def factor(name: str) -> float:
+        return slowdown[name.split("/")[0]] if isinstance(slowdown, dict) else slowdown
+
     done_at: dict[str, float] = {}
     running: list[tuple[float, str]] = []
     waiting = list(steps)
@@ -339,7 +352,7 @@ def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int, slow
         while ready and len(running) < workers:
             name, seconds, _ = ready.pop(0)
             waiting = [s for s in waiting if s[0] != name]
-            running.append((now + seconds * slowdown, name))
+            running.append((now + seconds * factor(name), name))
         if not running:
             raise ValueError(f"steps wait for steps that never run: {[s[0] for s in waiting]}")
         running.sort()
@@ -350,11 +363,12 @@ def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int, slow
 
 def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float | None, n_train: int,
              evaluate_s: float | None = None, unet_startup_s: float = 0.0, concurrency: dict | None = None,
-             device: str | None = None) -> None:
+             device: str | None = None, stage_concurrency: dict | None = None) -> None:
     """Hours of ``foscu-bench run --generator duo-diffusion --seeds 5 --profile <profile>`` on this device: one
     step at a time, and with ``k`` steps sharing the device at the aggregate speed-up that
     ``bench/gpu_concurrency.py`` measured for ``k`` (``concurrency``: its report), every step assumed to slow down
-    as the U-Net did."""
+    as the U-Net did; with ``stage_concurrency`` (its ``--beside-stage`` report) also three at once with each kind
+    of step slowed down by the worst factor measured for it (``measured_slowdowns``)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     steps = run_steps(profile, unet_step_s or np.nan, stage_s, sample_s or np.nan, n_train, evaluate_s or np.nan,
                       unet_startup_s, device=device)
@@ -372,7 +386,25 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
         row[f"slowdown_{k}_steps_at_once"] = slowdown
     if concurrency:
         row["concurrency_from"] = concurrency.get("device")
+    if concurrency and stage_concurrency:
+        slowdowns = measured_slowdowns(concurrency, stage_concurrency)
+        row.update({f"slowdown_3_steps_at_once_measured_{kind}": factor for kind, factor in slowdowns.items()})
+        row["hours_3_steps_at_once_measured"] = makespan(steps, 3, slowdowns) / 3600
+        row["stage_concurrency_from"] = stage_concurrency.get("device")
     _log("paper_run_estimate", row)
+
+
+def measured_slowdowns(concurrency: dict, stage_concurrency: dict) -> dict[str, float]:
+    """Each kind of step's slowdown with three steps on the GPU, the worst measured for it: a fit part as its
+    slowest Duo stage beside two U-Nets; a U-Net beside two U-Nets, or beside a stage and a U-Net (against a U-Net
+    alone in ``concurrency``); sampling, never measured beside others, as the worst of all."""
+    alone = next(r for r in concurrency["rows"] if r["concurrent"] == 1)["steady_seconds_per_step_each"][0]
+    unet = [s / alone for r in concurrency["rows"] if r["concurrent"] == 3 for s in r["steady_seconds_per_step_each"]]
+    unet += [s / alone for r in stage_concurrency["rows"] for s in r["unet_seconds_per_step_each"]]
+    stage = [r["stage_slowdown"] for r in stage_concurrency["rows"] if "stage_slowdown" in r]
+    if not unet or not stage:
+        raise ValueError("the concurrency reports hold no U-Net at three at once or no stage beside U-Nets")
+    return {"fitpart": max(stage), "unet": max(unet), "sample": max(stage + unet)}
 
 
 def random_pairs(n: int, profile) -> list:
@@ -425,6 +457,9 @@ def main() -> None:
                         help="measure nothing: recompute the estimate from this earlier report (same device kind)")
     parser.add_argument("--concurrency-from", type=Path, default=None,
                         help="a bench/gpu_concurrency.py report: the estimate with k steps sharing the device")
+    parser.add_argument("--stage-concurrency-from", type=Path, default=None,
+                        help="a bench/gpu_concurrency.py --beside-stage report: the estimate at three steps at once "
+                             "with each kind of step's worst measured slowdown (needs --concurrency-from)")
     parser.add_argument("--stage-iterations", type=int, default=24)
     parser.add_argument("--budget-s", type=float, default=360.0, help="later sections are skipped past this")
     parser.add_argument("--random-pairs", action="store_true",
@@ -441,6 +476,8 @@ def main() -> None:
     device = resolve_device("auto")
     profile = get_profile(args.profile)
     concurrency = json.loads(args.concurrency_from.read_text()) if args.concurrency_from else None
+    stage_concurrency = (json.loads(args.stage_concurrency_from.read_text()) if args.stage_concurrency_from
+                         else None)
     paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
     if args.estimate_from is not None:
         REPORT.update({k: v for k, v in json.loads(args.estimate_from.read_text()).items()
@@ -452,7 +489,8 @@ def main() -> None:
         # the stages' auto precision as on the measured GPU (bf16 where it has bf16 units: every GPU these reports
         # come from), also where this machine has none
         with mock.patch("torch.cuda.is_bf16_supported", return_value=True) if on_gpu else contextlib.nullcontext():
-            estimate_from_times(profile, seg, stages, sample, paper_train, concurrency, "cuda" if on_gpu else "cpu")
+            estimate_from_times(profile, seg, stages, sample, paper_train, concurrency, "cuda" if on_gpu else "cpu",
+                                stage_concurrency)
         _save(args.out)
         return
     REPORT.update({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -490,16 +528,16 @@ def main() -> None:
     stages = duo_section(args, profile, train, device, peaks) if "duo" in args.sections else {}
     stages, sample = with_earlier_times(stages, sample, args.stage_times_from)
     _save(args.out)
-    estimate_from_times(profile, seg, stages, sample, paper_train, concurrency)
+    estimate_from_times(profile, seg, stages, sample, paper_train, concurrency, stage_concurrency=stage_concurrency)
     _save(args.out)
 
 
 def estimate_from_times(profile, seg: dict, stages: dict, sample: dict, n_train: int, concurrency: dict | None,
-                        device: str | None = None) -> None:
+                        device: str | None = None, stage_concurrency: dict | None = None) -> None:
     """``estimate`` from the sections' times (measured now or read back by ``measured_times``): bf16 U-Net, the
     default sampler."""
     estimate(profile, seg.get("train_bf16"), stages, default_sampler_seconds(sample), n_train,
-             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency, device)
+             seg.get("evaluate_bf16"), seg.get("startup_bf16", 0.0), concurrency, device, stage_concurrency)
 
 
 def with_earlier_times(stages: dict, sample: dict, earlier_report: Path | None) -> tuple[dict, dict]:

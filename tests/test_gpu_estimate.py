@@ -26,6 +26,8 @@ def test_makespan_follows_dependencies_and_workers(step_profile):
     assert step_profile.makespan(steps, 1) == 26.0
     assert step_profile.makespan(steps, 2) == 16.0  # a|b, then c, then d
     assert step_profile.makespan(steps, 2, slowdown=2.0) == 32.0
+    kinds = [("fit/a", 10.0, ()), ("unet/b", 10.0, ()), ("unet/c", 5.0, ("fit/a",))]
+    assert step_profile.makespan(kinds, 2, slowdown={"fit": 3.0, "unet": 1.0}) == 35.0  # 30 for fit/a, then 5
     with pytest.raises(ValueError, match="never run"):
         step_profile.makespan([("x", 1.0, ("missing",))], 1)
 
@@ -54,3 +56,30 @@ def test_committed_h100_estimate_is_reproduced_from_its_measurements(step_profil
     committed = json.loads((RESULTS / "gpu_paper_estimate_s16_h100.json").read_text())["paper_run_estimate"][0]
     assert fresh == pytest.approx(committed)
     assert fresh["hours_3_steps_at_once"] < 2.0 < fresh["total_hours_one_step_at_a_time"]
+
+
+def test_measured_slowdowns_take_the_worst_factor_of_each_kind(step_profile):
+    concurrency = {"rows": [{"concurrent": 1, "steady_seconds_per_step_each": [0.02]},
+                            {"concurrent": 3, "steady_seconds_per_step_each": [0.03, 0.04, 0.035]}]}
+    stages = {"rows": [{"stage": "a", "unets_beside": 0, "unet_seconds_per_step_each": []},
+                       {"stage": "a", "unets_beside": 2, "stage_slowdown": 1.5, "unet_seconds_per_step_each": [0.05]},
+                       {"stage": "b", "unets_beside": 2, "stage_slowdown": 1.8, "unet_seconds_per_step_each": [0.03]}]}
+    assert step_profile.measured_slowdowns(concurrency, stages) == pytest.approx(
+        {"fitpart": 1.8, "unet": 2.5, "sample": 2.5})
+    with pytest.raises(ValueError, match="no stage beside"):
+        step_profile.measured_slowdowns(concurrency, {"rows": stages["rows"][:1]})
+
+
+def test_committed_estimate_with_measured_stage_slowdowns_is_reproduced(tmp_path):
+    """Session 17's estimate: each kind of step slowed by the worst factor measured for it beside two others."""
+    out = tmp_path / "estimate.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--estimate-from",
+                    str(RESULTS / "gpu_paper_profile_s16_h100.json"), "--concurrency-from",
+                    str(RESULTS / "gpu_concurrency_s17_h200.json"), "--stage-concurrency-from",
+                    str(RESULTS / "gpu_stage_concurrency_s17_h200.json"), "--out", str(out)], check=True,
+                   capture_output=True, cwd=ROOT)
+    fresh = json.loads(out.read_text())["paper_run_estimate"][0]
+    committed = json.loads((RESULTS / "gpu_paper_estimate_s17_h100.json").read_text())["paper_run_estimate"][0]
+    assert fresh == pytest.approx(committed)
+    assert fresh["slowdown_3_steps_at_once_measured_unet"] > fresh["slowdown_3_steps_at_once"]  # a U-Net beside a stage slows more than beside U-Nets
+    assert fresh["hours_3_steps_at_once"] < fresh["hours_3_steps_at_once_measured"] < 2.0
