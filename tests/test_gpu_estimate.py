@@ -45,15 +45,21 @@ def test_the_default_run_graph_and_its_schedule(step_profile):
     assert step_profile.makespan(steps, 3) < alone / 2  # independent U-Nets fill the workers beside the fit
 
 
-def test_committed_h100_estimate_is_reproduced_from_its_measurements(step_profile, tmp_path):
-    """The committed estimate is what the committed measurements give (nothing typed in by hand)."""
+def rebuilt_and_committed(tmp_path: Path, committed: str, **reports: str) -> tuple[dict, dict]:
+    """The estimate that bench/step_profile.py rebuilds from committed reports (``--estimate-from`` and the
+    ``--<option>`` given in ``reports``) beside the committed one: nothing in them is typed in by hand."""
     out = tmp_path / "estimate.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--estimate-from",
-                    str(RESULTS / "gpu_paper_profile_s16_h100.json"), "--concurrency-from",
-                    str(RESULTS / "gpu_concurrency_s16_h200.json"), "--out", str(out)], check=True,
-                   capture_output=True, cwd=ROOT)
-    fresh = json.loads(out.read_text())["paper_run_estimate"][0]
-    committed = json.loads((RESULTS / "gpu_paper_estimate_s16_h100.json").read_text())["paper_run_estimate"][0]
+    options = [arg for option, name in reports.items() for arg in (f"--{option.replace('_', '-')}", str(RESULTS / name))]
+    subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), *options, "--out", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
+    return (json.loads(out.read_text())["paper_run_estimate"][0],
+            json.loads((RESULTS / committed).read_text())["paper_run_estimate"][0])
+
+
+def test_committed_h100_estimate_is_reproduced_from_its_measurements(tmp_path):
+    fresh, committed = rebuilt_and_committed(tmp_path, "gpu_paper_estimate_s16_h100.json",
+                                             estimate_from="gpu_paper_profile_s16_h100.json",
+                                             concurrency_from="gpu_concurrency_s16_h200.json")
     assert fresh == pytest.approx(committed)
     assert fresh["hours_3_steps_at_once"] < 2.0 < fresh["total_hours_one_step_at_a_time"]
 
@@ -72,14 +78,11 @@ def test_measured_slowdowns_take_the_worst_factor_of_each_kind(step_profile):
 
 def test_committed_estimate_with_measured_stage_slowdowns_is_reproduced(tmp_path):
     """Session 17's estimate: each kind of step slowed by the worst factor measured for it beside two others."""
-    out = tmp_path / "estimate.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--estimate-from",
-                    str(RESULTS / "gpu_paper_profile_s16_h100.json"), "--concurrency-from",
-                    str(RESULTS / "gpu_concurrency_s17_h200.json"), "--stage-concurrency-from",
-                    str(RESULTS / "gpu_stage_concurrency_s17_h200.json"), "--out", str(out)], check=True,
-                   capture_output=True, cwd=ROOT)
-    fresh = json.loads(out.read_text())["paper_run_estimate"][0]
-    committed = json.loads((RESULTS / "gpu_paper_estimate_s17_h100.json").read_text())["paper_run_estimate"][0]
+    fresh, committed = rebuilt_and_committed(tmp_path, "gpu_paper_estimate_s17_h100.json",
+                                             estimate_from="gpu_paper_profile_s16_h100.json",
+                                             concurrency_from="gpu_concurrency_s17_h200.json",
+                                             stage_concurrency_from="gpu_stage_concurrency_s17_h200.json")
     assert fresh == pytest.approx(committed)
-    assert fresh["slowdown_3_steps_at_once_measured_unet"] > fresh["slowdown_3_steps_at_once"]  # a U-Net beside a stage slows more than beside U-Nets
+    # a U-Net beside a stage and a U-Net slows down more than beside two U-Nets
+    assert fresh["slowdown_3_steps_at_once_measured_unet"] > fresh["slowdown_3_steps_at_once"]
     assert fresh["hours_3_steps_at_once"] < fresh["hours_3_steps_at_once_measured"] < 2.0
