@@ -57,8 +57,10 @@ def metric_validity(rows: list[dict], n_boot: int = BOOTSTRAP, seed: int = 0,
             for _ in range(n_boot):
                 picked = np.concatenate([members[g] for g in rng.integers(len(generators), size=len(generators))])
                 values.append(_spearman(x[picked], y[picked]))
-            values = np.asarray(values)
-            values = values[np.isfinite(values)]
+            # a resample in which the metric (or the delta) does not vary cannot rank anything: it counts as no
+            # relation, not as missing (dropping it would condition the CI on the few rows where a mostly constant
+            # metric, such as the near-copy fraction, is not zero)
+            values = np.nan_to_num(np.asarray(values), nan=0.0)
             entry.update(spearman=_spearman(x, y), ci_low=float(np.quantile(values, 0.025)),
                          ci_high=float(np.quantile(values, 0.975)))
         out.append(entry)

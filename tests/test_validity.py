@@ -64,3 +64,16 @@ def test_markdown_has_one_line_per_metric_and_a_column_block_per_scope():
     assert "generators and controls" in lines[0] and lines[0].count("reading") == 2
     kid_line = next(line for line in lines if line.startswith("| KID"))
     assert "12 / 4" in kid_line and "9 / 3" in kid_line
+
+
+def test_resamples_in_which_the_metric_is_constant_count_as_no_relation():
+    """A metric that is zero for most generators (the near-copy fraction) must not look informative from the few
+    rows where it is not: resamples that draw only the zero generators carry no ranking, so they count as rho = 0
+    instead of being dropped (dropping them conditions the CI on the non-zero rows)."""
+    rng = np.random.default_rng(1)
+    values = {f"g{i}": [(0.0, float(rng.normal(0, 0.5))) for _ in range(3)] for i in range(5)}
+    values["g5"] = [(0.07, -3.0), (0.0, -2.5), (0.0, -2.8)]  # non-zero once, where the delta is worst
+    entry = _kid(metric_validity(_rows(values, {}), n_boot=400), "generators and controls")
+    assert entry["spearman"] < 0
+    # (5/6)^6 = 33% of the resamples leave g5 out: they sit at 0, so the CI reaches 0 and nothing is claimed
+    assert entry["ci_high"] >= 0 and verdict(entry) == "no detectable relation"
