@@ -33,9 +33,11 @@ def _on_gpu(device) -> bool:
 GPU_STEPS_AT_ONCE = 3
 """Steps that share one GPU. The paper U-Net's bf16 step uses 5-7% of an H100's or H200's measured peak (small 3D
 convolutions leave most of the chip idle), so one step at a time wastes the device: three U-Net trainings side by
-side stepped 1.97x as many steps a second as one alone on an H200, two 1.52x (bench/gpu_concurrency.py,
-bench/results/gpu_concurrency_s16_h200.json). Steps never share a process or a random stream, so the number
-changes no result."""
+side stepped 1.74-1.97x as many steps a second as one alone on an H200, two 1.52x (bench/gpu_concurrency.py,
+bench/results/gpu_concurrency_s16_h200.json, ..._s17_h200.json). A Duo-Diffusion stage beside two U-Nets runs
+1.75x (image autoencoder) to 1.88x (ControlNet) slower than alone and the U-Nets beside it 2.0-2.1x, still ~1.5x
+the throughput of one step at a time (bench/results/gpu_stage_concurrency_s17_h200.json). Steps never share a
+process or a random stream, so the number changes no result."""
 
 GPU_MEMORY_PER_STEP_GIB = 24
 """Device memory one step may need at the paper profile: the ControlNet stage, the largest, peaked at 18 GiB
