@@ -42,6 +42,10 @@ from foscu_bench.cores import available_cores  # noqa: E402
 from foscu_bench.store import atomic_write_json  # noqa: E402
 
 
+WAIT_S = 900
+"""Seconds a process waits for the others (a barrier, a result) before the bench fails instead of hanging."""
+
+
 class _Stop(Exception):
     """Raised from a U-Net's progress callback once the measured stage is done."""
 
@@ -66,7 +70,7 @@ def train_one(profile_name: str, iterations: int, loader_workers: int, threads: 
     def progress(_it, _loss) -> None:
         stamps.append(time.perf_counter())  # system-wide monotonic clock: comparable across the processes
         if warm is not None and len(stamps) == 5:
-            warm.wait()
+            warm.wait(timeout=WAIT_S)
         if stop is not None and stop.is_set():
             raise _Stop
 
@@ -93,8 +97,8 @@ def train_stage(profile_name: str, stage: str, iterations: int, threads: int, ba
     data = stage_data(profile, random_pairs(8, profile))
     config = config_for(profile.name, iterations={stage: iterations})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    barrier.wait()
-    warm.wait()
+    barrier.wait(timeout=WAIT_S)
+    warm.wait(timeout=WAIT_S)
     try:
         _, stamps = _stage_call(stage, config, data, device)
     finally:
@@ -124,7 +128,7 @@ def stage_beside_unets(profile_name: str, stage: str, iterations: int, unets: in
                                                           barrier, queue, stop, warm)) for seed in range(unets)]
     for process in processes:
         process.start()
-    rows = [queue.get() for _ in processes]
+    rows = [queue.get(timeout=WAIT_S) for _ in processes]  # a process that died raises here instead of hanging
     for process in processes:
         process.join()
     stage_row = next(r for r in rows if r["role"] == "stage")
