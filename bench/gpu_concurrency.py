@@ -36,9 +36,10 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from step_profile import _stage_call, random_pairs, stage_data, steady_step_seconds  # noqa: E402
+from step_profile import stage_call, random_pairs, stage_data, steady_step_seconds  # noqa: E402
 
 from foscu_bench.cores import available_cores  # noqa: E402
+from foscu_bench.runner.parallel import GPU_STEPS_AT_ONCE, step_loader_workers  # noqa: E402
 from foscu_bench.store import atomic_write_json  # noqa: E402
 
 
@@ -50,10 +51,11 @@ class _Stop(Exception):
     """Raised from a U-Net's progress callback once the measured stage is done."""
 
 
-def train_one(profile_name: str, iterations: int, loader_workers: int, threads: int, seed: int, barrier,
+def train_one(profile_name: str, iterations: int, loader_workers: int | None, threads: int, seed: int, barrier,
               queue, stop=None, warm=None) -> None:
     """One U-Net training in this process; puts its steady step seconds, its window and its step stamps on
-    ``queue``. With ``stop`` (an event) it ends at the first step after the event is set; with ``warm`` (a barrier)
+    ``queue``. ``loader_workers`` None: the runner's share for a step with ``threads`` threads
+    (``runner.parallel.step_loader_workers``). With ``stop`` (an event) it ends at the first step after the event is set; with ``warm`` (a barrier)
     it waits there after its fifth step, so that a stage beside it starts once its loaders are running (a paper
     U-Net's loaders take longer to start on a GPU than a stage takes to finish)."""
     from foscu_bench.precision import resolve_precision
@@ -65,6 +67,8 @@ def train_one(profile_name: str, iterations: int, loader_workers: int, threads: 
     pairs = random_pairs(8, profile)
     settings = replace(profile.segmentation, iterations=iterations)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if loader_workers is None:
+        loader_workers = step_loader_workers(torch.device(device)) or 0
     stamps: list[float] = []
 
     def progress(_it, _loss) -> None:
@@ -100,7 +104,7 @@ def train_stage(profile_name: str, stage: str, iterations: int, threads: int, ba
     barrier.wait(timeout=WAIT_S)
     warm.wait(timeout=WAIT_S)
     try:
-        _, stamps = _stage_call(stage, config, data, device)
+        _, stamps = stage_call(stage, config, data, device)
     finally:
         stop.set()
     queue.put({"role": "stage", "stage": stage, "precision": stage_precision(config, device, stage),
@@ -113,31 +117,38 @@ def median_gap(stamps: list[float], start: float = -np.inf, end: float = np.inf,
     return float(np.median(inside)) if inside else float("nan")
 
 
+def run_together(context, queue, targets: list[tuple]) -> list[dict]:
+    """One spawned process per ``(function, args)`` in ``targets``; what each put on ``queue``, once all ended (a
+    process that died raises after ``WAIT_S`` instead of hanging the bench)."""
+    processes = [context.Process(target=target, args=args) for target, args in targets]
+    for process in processes:
+        process.start()
+    rows = [queue.get(timeout=WAIT_S) for _ in processes]
+    for process in processes:
+        process.join()
+    return rows
+
+
 def stage_beside_unets(profile_name: str, stage: str, iterations: int, unets: int) -> dict:
     """The stage alone when ``unets`` is 0, else beside ``unets`` U-Net trainings that start with it and stop
-    after it: its median step time inside the window in which every U-Net was stepping, and the U-Nets' there."""
+    after it: its median step time inside the window in which every U-Net was stepping, and the U-Nets' there.
+    Cores and sample loaders are shared as the runner shares them among the steps on one GPU."""
     context = multiprocessing.get_context("spawn")
     queue, stop = context.Queue(), context.Event()
     k = unets + 1
     threads = max(1, available_cores() // k)
-    loader_workers = max(1, min(8, threads - 1)) if torch.cuda.is_available() else 0  # the runner's share
     barrier, warm = context.Barrier(k), context.Barrier(k)
-    processes = [context.Process(target=train_stage, args=(profile_name, stage, iterations, threads, barrier, queue,
-                                                           stop, warm))]
-    processes += [context.Process(target=train_one, args=(profile_name, 10 ** 6, loader_workers, threads, seed,
-                                                          barrier, queue, stop, warm)) for seed in range(unets)]
-    for process in processes:
-        process.start()
-    rows = [queue.get(timeout=WAIT_S) for _ in processes]  # a process that died raises here instead of hanging
-    for process in processes:
-        process.join()
+    rows = run_together(context, queue, [(train_stage, (profile_name, stage, iterations, threads, barrier, queue,
+                                                        stop, warm))]
+                        + [(train_one, (profile_name, 10 ** 6, None, threads, seed, barrier, queue, stop, warm))
+                           for seed in range(unets)])
     stage_row = next(r for r in rows if r["role"] == "stage")
     unet_rows = [r for r in rows if r["role"] == "unet"]
     start = max([stage_row["stamps"][0]] + [r["stamps"][min(4, len(r["stamps"]) - 1)] for r in unet_rows])
     end = stage_row["stamps"][-1]
     return {"stage": stage, "precision": stage_row["precision"], "unets_beside": unets, "threads_each": threads,
-            "loader_workers_each_unet": loader_workers if unets else None, "stage_iterations": iterations,
-            "stage_seconds_per_step": median_gap(stage_row["stamps"], start, end),
+            "loader_workers_each_unet": unet_rows[0]["loader_workers"] if unet_rows else None,
+            "stage_iterations": iterations, "stage_seconds_per_step": median_gap(stage_row["stamps"], start, end),
             "window_seconds": end - start,
             "unet_seconds_per_step_each": [median_gap(r["stamps"], start, end) for r in unet_rows]}
 
@@ -150,13 +161,8 @@ def concurrent_trainings(profile_name: str, k: int, iterations: int) -> dict:
     loader_workers = max(1, cores // k) if torch.cuda.is_available() else 0
     threads = max(1, cores // k)
     barrier = context.Barrier(k)
-    processes = [context.Process(target=train_one, args=(profile_name, iterations, loader_workers, threads, seed,
-                                                         barrier, queue)) for seed in range(k)]
-    for process in processes:
-        process.start()
-    rows = [queue.get() for _ in processes]
-    for process in processes:
-        process.join()
+    rows = run_together(context, queue, [(train_one, (profile_name, iterations, loader_workers, threads, seed,
+                                                      barrier, queue)) for seed in range(k)])
     steady = [r["steady_seconds_per_step"] for r in rows]
     return {"concurrent": k, "loader_workers_each": loader_workers, "threads_each": threads,
             "steady_seconds_per_step_each": steady,
@@ -177,7 +183,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=240)
     parser.add_argument("--concurrent", type=int, nargs="*", default=[1, 2, 3, 4])
     parser.add_argument("--beside-stage", nargs="*", default=None, choices=list(STAGE_ITERATIONS),
-                        help="instead of U-Nets side by side: each of these Duo stages alone and beside two U-Nets")
+                        help="instead of U-Nets side by side: each of these Duo stages alone and beside the U-Nets "
+                             "that share a GPU with it in the runner (GPU_STEPS_AT_ONCE - 1)")
     parser.add_argument("--stage-iterations-scale", type=float, default=1.0)
     parser.add_argument("--beside-only", action="store_true",
                         help="skip each stage's run alone (its time alone then comes from an earlier report)")
@@ -193,7 +200,7 @@ def main() -> None:
                 continue
             iterations = max(8, int(STAGE_ITERATIONS[stage] * args.stage_iterations_scale))
             alone = None if args.beside_only else stage_beside_unets(args.profile, stage, iterations, 0)
-            beside = stage_beside_unets(args.profile, stage, iterations, 2)
+            beside = stage_beside_unets(args.profile, stage, iterations, GPU_STEPS_AT_ONCE - 1)
             if alone:
                 beside["stage_slowdown"] = beside["stage_seconds_per_step"] / alone["stage_seconds_per_step"]
             for row in filter(None, (alone, beside)):

@@ -174,7 +174,7 @@ def segmentation_section(args, profile, train, val, device, peaks) -> dict:
     return out
 
 
-def _stage_call(stage: str, config, data, device):
+def stage_call(stage: str, config, data, device):
     """One Duo-Diffusion stage's training call for ``config`` (fresh networks, seed 0, no checkpoints)."""
     from foscu_bench.generators.duo_diffusion import networks
     from foscu_bench.generators.duo_diffusion.training import train_autoencoder, train_controlnet, train_diffusion
@@ -236,7 +236,7 @@ def duo_section(args, profile, train, device, peaks) -> dict:
             config = config_for(profile.name, precision=precision, iterations={stage: n})
             torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
             try:
-                log, times = _stage_call(stage, config, data, device)
+                log, times = stage_call(stage, config, data, device)
             except Exception as error:  # an out-of-memory stage must not cost the other measurements
                 _log("duo_stage", {"stage": stage, "precision": precision, "error": repr(error)[:300]})
                 torch.cuda.empty_cache() if device.type == "cuda" else None
@@ -244,7 +244,7 @@ def duo_section(args, profile, train, device, peaks) -> dict:
             gaps = np.diff(times[4:])
             ms = float(np.median(gaps) * 1000)
             with FlopCounterMode(display=False) as counter:
-                _stage_call(stage, config_for(profile.name, precision=precision, iterations={stage: 1}), data, device)
+                stage_call(stage, config_for(profile.name, precision=precision, iterations={stage: 1}), data, device)
             flops = float(counter.get_total_flops())
             peak = max(peaks[precision].values())
             losses = log["losses"]
@@ -387,24 +387,29 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
     if concurrency:
         row["concurrency_from"] = concurrency.get("device")
     if concurrency and stage_concurrency:
-        slowdowns = measured_slowdowns(concurrency, stage_concurrency)
-        row.update({f"slowdown_3_steps_at_once_measured_{kind}": factor for kind, factor in slowdowns.items()})
-        row["hours_3_steps_at_once_measured"] = makespan(steps, 3, slowdowns) / 3600
+        k, slowdowns = measured_slowdowns(concurrency, stage_concurrency)
+        row.update({f"slowdown_{k}_steps_at_once_measured_{kind}": factor for kind, factor in slowdowns.items()})
+        row[f"hours_{k}_steps_at_once_measured"] = makespan(steps, k, slowdowns) / 3600
         row["stage_concurrency_from"] = stage_concurrency.get("device")
     _log("paper_run_estimate", row)
 
 
-def measured_slowdowns(concurrency: dict, stage_concurrency: dict) -> dict[str, float]:
-    """Each kind of step's slowdown with three steps on the GPU, the worst measured for it: a fit part as its
-    slowest Duo stage beside two U-Nets; a U-Net beside two U-Nets, or beside a stage and a U-Net (against a U-Net
-    alone in ``concurrency``); sampling, never measured beside others, as the worst of all."""
+def measured_slowdowns(concurrency: dict, stage_concurrency: dict) -> tuple[int, dict[str, float]]:
+    """``k``, the steps on the GPU in the stage report (a stage and the U-Nets beside it), and each kind of step's
+    slowdown at ``k``, the worst measured for it: a fit part as its slowest Duo stage beside the U-Nets; a U-Net
+    beside ``k - 1`` U-Nets, or beside a stage and U-Nets (against a U-Net alone in ``concurrency``); sampling,
+    never measured beside others, as the worst of all."""
+    beside = [r for r in stage_concurrency["rows"] if "stage_slowdown" in r]
+    if not beside:
+        raise ValueError("the stage report holds no stage beside U-Nets")
+    k = 1 + beside[0]["unets_beside"]
     alone = next(r for r in concurrency["rows"] if r["concurrent"] == 1)["steady_seconds_per_step_each"][0]
-    unet = [s / alone for r in concurrency["rows"] if r["concurrent"] == 3 for s in r["steady_seconds_per_step_each"]]
+    unet = [s / alone for r in concurrency["rows"] if r["concurrent"] == k for s in r["steady_seconds_per_step_each"]]
     unet += [s / alone for r in stage_concurrency["rows"] for s in r["unet_seconds_per_step_each"]]
-    stage = [r["stage_slowdown"] for r in stage_concurrency["rows"] if "stage_slowdown" in r]
-    if not unet or not stage:
-        raise ValueError("the concurrency reports hold no U-Net at three at once or no stage beside U-Nets")
-    return {"fitpart": max(stage), "unet": max(unet), "sample": max(stage + unet)}
+    if not unet:
+        raise ValueError(f"the concurrency reports hold no U-Net at {k} steps at once")
+    stage = [r["stage_slowdown"] for r in beside]
+    return k, {"fitpart": max(stage), "unet": max(unet), "sample": max(stage + unet)}
 
 
 def random_pairs(n: int, profile) -> list:

@@ -70,8 +70,8 @@ def test_measured_slowdowns_take_the_worst_factor_of_each_kind(step_profile):
     stages = {"rows": [{"stage": "a", "unets_beside": 0, "unet_seconds_per_step_each": []},
                        {"stage": "a", "unets_beside": 2, "stage_slowdown": 1.5, "unet_seconds_per_step_each": [0.05]},
                        {"stage": "b", "unets_beside": 2, "stage_slowdown": 1.8, "unet_seconds_per_step_each": [0.03]}]}
-    assert step_profile.measured_slowdowns(concurrency, stages) == pytest.approx(
-        {"fitpart": 1.8, "unet": 2.5, "sample": 2.5})
+    k, slowdowns = step_profile.measured_slowdowns(concurrency, stages)
+    assert k == 3 and slowdowns == pytest.approx({"fitpart": 1.8, "unet": 2.5, "sample": 2.5})
     with pytest.raises(ValueError, match="no stage beside"):
         step_profile.measured_slowdowns(concurrency, {"rows": stages["rows"][:1]})
 
