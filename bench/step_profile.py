@@ -327,9 +327,13 @@ def run_steps(profile, unet_step_s: float, stage_s: dict, sample_s: float, n_tra
     seconds = {s: config.iterations[s] * stage_s.get((s, stage_precision(config, device, s)), np.nan) for s in STAGES}
     n_test = int(round(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[2]))
     unet = profile.segmentation.iterations * unet_step_s + unet_startup_s + n_test * evaluate_s
-    steps = [("fitpart/labels", sum(v for k, v in seconds.items() if k.startswith("label")), ()),
-             ("fitpart/images", sum(v for k, v in seconds.items() if not k.startswith("label")), ())]
-    steps += [(f"sample/{seed}", n_train * sample_s, ("fitpart/labels", "fitpart/images")) for seed in range(seeds)]
+    # the runner's two fit parts (labels, images), each as its stages one after another, so that each stage can
+    # slow down by its own factor beside other steps
+    chains = [[s for s in STAGES if s.startswith("label")], [s for s in STAGES if not s.startswith("label")]]
+    steps = [(f"fitpart/{stage}", seconds[stage], (f"fitpart/{chain[i - 1]}",) if i else ())
+             for chain in chains for i, stage in enumerate(chain)]
+    fitted = tuple(f"fitpart/{chain[-1]}" for chain in chains)
+    steps += [(f"sample/{seed}", n_train * sample_s, fitted) for seed in range(seeds)]
     steps += [(f"unet/{arm}/{seed}", unet, (f"sample/{seed}",) if arm == "duo-diffusion" else ())
               for arm in ("real-only", "duo-diffusion", "phantom-oracle", "mismatched-labels") for seed in range(seeds)]
     return steps
@@ -338,10 +342,13 @@ def run_steps(profile, unet_step_s: float, stage_s: dict, sample_s: float, n_tra
 def makespan(steps: list[tuple[str, float, tuple[str, ...]]], workers: int,
              slowdown: float | dict[str, float] = 1.0) -> float:
     """Seconds until the last step ends when ``workers`` steps run at once, each ``slowdown`` times slower than
-    alone (one factor, or one per kind of step: the part of its name before the first ``/``), the runner's way:
-    whenever a worker is free, the first ready step in plan order starts."""
+    alone (one factor, or a dict: the step's own name's factor where it has one, else its kind's, the part of its
+    name before the first ``/``), the runner's way: whenever a worker is free, the first ready step in plan order
+    starts."""
     def factor(name: str) -> float:
-        return slowdown[name.split("/")[0]] if isinstance(slowdown, dict) else slowdown
+        if not isinstance(slowdown, dict):
+            return slowdown
+        return slowdown[name] if name in slowdown else slowdown[name.split("/")[0]]
 
     done_at: dict[str, float] = {}
     running: list[tuple[float, str]] = []
@@ -395,10 +402,11 @@ def estimate(profile, unet_step_s: float | None, stage_s: dict, sample_s: float 
 
 
 def measured_slowdowns(concurrency: dict, stage_concurrency: dict) -> tuple[int, dict[str, float]]:
-    """``k``, the steps on the GPU in the stage report (a stage and the U-Nets beside it), and each kind of step's
-    slowdown at ``k``, the worst measured for it: a fit part as its slowest Duo stage beside the U-Nets; a U-Net
-    beside ``k - 1`` U-Nets, or beside a stage and U-Nets (against a U-Net alone in ``concurrency``); sampling,
-    never measured beside others, as the worst of all."""
+    """``k``, the steps on the GPU in the stage report (a stage and the U-Nets beside it), and the slowdowns at
+    ``k``: each Duo stage measured beside the U-Nets its own (``fitpart/<stage>``, the worst where measured twice),
+    a stage never measured beside them the slowest measured stage's (``fitpart``); a U-Net the worst measured beside
+    ``k - 1`` U-Nets or beside a stage and U-Nets (against a U-Net alone in ``concurrency``); sampling, never
+    measured beside others, the worst of all."""
     beside = [r for r in stage_concurrency["rows"] if "stage_slowdown" in r]
     if not beside:
         raise ValueError("the stage report holds no stage beside U-Nets")
@@ -409,7 +417,18 @@ def measured_slowdowns(concurrency: dict, stage_concurrency: dict) -> tuple[int,
     if not unet:
         raise ValueError(f"the concurrency reports hold no U-Net at {k} steps at once")
     stage = [r["stage_slowdown"] for r in beside]
-    return k, {"fitpart": max(stage), "unet": max(unet), "sample": max(stage + unet)}
+    own = {f"fitpart/{r['stage']}": max(b["stage_slowdown"] for b in beside if b["stage"] == r["stage"])
+           for r in beside}
+    return k, {"fitpart": max(stage), "unet": max(unet), "sample": max(stage + unet), **own}
+
+
+def merged_reports(paths: list[Path]) -> dict:
+    """The rows of several ``--beside-stage`` reports as one report; they must come from one device kind."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    devices = {report.get("device") for report in reports}
+    if len(devices) != 1:
+        raise ValueError(f"stage reports from different devices {sorted(map(str, devices))}: {[str(p) for p in paths]}")
+    return {"device": devices.pop(), "rows": [row for report in reports for row in report["rows"]]}
 
 
 def random_pairs(n: int, profile) -> list:
@@ -462,9 +481,10 @@ def main() -> None:
                         help="measure nothing: recompute the estimate from this earlier report (same device kind)")
     parser.add_argument("--concurrency-from", type=Path, default=None,
                         help="a bench/gpu_concurrency.py report: the estimate with k steps sharing the device")
-    parser.add_argument("--stage-concurrency-from", type=Path, default=None,
-                        help="a bench/gpu_concurrency.py --beside-stage report: the estimate at three steps at once "
-                             "with each kind of step's worst measured slowdown (needs --concurrency-from)")
+    parser.add_argument("--stage-concurrency-from", type=Path, nargs="+", default=None,
+                        help="bench/gpu_concurrency.py --beside-stage reports (one device kind): the estimate at "
+                             "three steps at once with the slowdowns measured for each step (needs "
+                             "--concurrency-from)")
     parser.add_argument("--stage-iterations", type=int, default=24)
     parser.add_argument("--budget-s", type=float, default=360.0, help="later sections are skipped past this")
     parser.add_argument("--random-pairs", action="store_true",
@@ -481,8 +501,7 @@ def main() -> None:
     device = resolve_device("auto")
     profile = get_profile(args.profile)
     concurrency = json.loads(args.concurrency_from.read_text()) if args.concurrency_from else None
-    stage_concurrency = (json.loads(args.stage_concurrency_from.read_text()) if args.stage_concurrency_from
-                         else None)
+    stage_concurrency = merged_reports(args.stage_concurrency_from) if args.stage_concurrency_from else None
     paper_train = int(profile.n_phantom_cases * (profile.phantom_split_fractions or profile.split_fractions)[0])
     if args.estimate_from is not None:
         REPORT.update({k: v for k, v in json.loads(args.estimate_from.read_text()).items()

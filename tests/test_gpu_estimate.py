@@ -37,7 +37,11 @@ def test_the_default_run_graph_and_its_schedule(step_profile):
                                      "controlnet") for p in ("fp32", "bf16")}
     steps = step_profile.run_steps(get_profile("paper"), 0.02, stages, 0.5, 120, 0.2, device="cpu")
     names = [name for name, _, _ in steps]
-    assert names[:2] == ["fitpart/labels", "fitpart/images"]
+    assert names[:5] == ["fitpart/label_autoencoder", "fitpart/label_diffusion", "fitpart/image_autoencoder",
+                         "fitpart/image_diffusion", "fitpart/controlnet"]
+    deps = dict((n, d) for n, _, d in steps)
+    assert deps["fitpart/controlnet"] == ("fitpart/image_diffusion",) and deps["fitpart/image_autoencoder"] == ()
+    assert deps["sample/0"] == ("fitpart/label_diffusion", "fitpart/controlnet")
     assert sum(name.startswith("unet/") for name in names) == 20 and sum(n.startswith("sample/") for n in names) == 5
     assert dict((n, d) for n, _, d in steps)["unet/duo-diffusion/3"] == ("sample/3",)
     alone = sum(seconds for _, seconds, _ in steps)
@@ -45,11 +49,12 @@ def test_the_default_run_graph_and_its_schedule(step_profile):
     assert step_profile.makespan(steps, 3) < alone / 2  # independent U-Nets fill the workers beside the fit
 
 
-def rebuilt_and_committed(tmp_path: Path, committed: str, **reports: str) -> tuple[dict, dict]:
+def rebuilt_and_committed(tmp_path: Path, committed: str, **reports: str | list[str]) -> tuple[dict, dict]:
     """The estimate that bench/step_profile.py rebuilds from committed reports (``--estimate-from`` and the
     ``--<option>`` given in ``reports``) beside the committed one: nothing in them is typed in by hand."""
     out = tmp_path / "estimate.json"
-    options = [arg for option, name in reports.items() for arg in (f"--{option.replace('_', '-')}", str(RESULTS / name))]
+    options = [arg for option, names in reports.items()
+               for arg in (f"--{option.replace('_', '-')}", *(str(RESULTS / n) for n in ([names] if isinstance(names, str) else names)))]
     subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), *options, "--out", str(out)],
                    check=True, capture_output=True, cwd=ROOT)
     return (json.loads(out.read_text())["paper_run_estimate"][0],
@@ -70,18 +75,25 @@ def test_measured_slowdowns_take_the_worst_factor_of_each_kind(step_profile):
     stages = {"rows": [{"stage": "a", "unets_beside": 0, "unet_seconds_per_step_each": []},
                        {"stage": "a", "unets_beside": 2, "stage_slowdown": 1.5, "unet_seconds_per_step_each": [0.05]},
                        {"stage": "b", "unets_beside": 2, "stage_slowdown": 1.8, "unet_seconds_per_step_each": [0.03]}]}
+    stages["rows"].append({"stage": "b", "unets_beside": 2, "stage_slowdown": 1.6, "unet_seconds_per_step_each": []})
     k, slowdowns = step_profile.measured_slowdowns(concurrency, stages)
-    assert k == 3 and slowdowns == pytest.approx({"fitpart": 1.8, "unet": 2.5, "sample": 2.5})
+    assert k == 3 and slowdowns == pytest.approx({"fitpart": 1.8, "unet": 2.5, "sample": 2.5,
+                                                  "fitpart/a": 1.5, "fitpart/b": 1.8})
+    # a stage's own factor where measured, its kind's (the slowest stage's) where not
+    steps = [("fitpart/a", 10.0, ()), ("fitpart/c", 10.0, ())]
+    assert step_profile.makespan(steps, 1, slowdowns) == pytest.approx(15.0 + 18.0)
     with pytest.raises(ValueError, match="no stage beside"):
         step_profile.measured_slowdowns(concurrency, {"rows": stages["rows"][:1]})
 
 
 def test_committed_estimate_with_measured_stage_slowdowns_is_reproduced(tmp_path):
-    """Session 17's estimate: each kind of step slowed by the worst factor measured for it beside two others."""
-    fresh, committed = rebuilt_and_committed(tmp_path, "gpu_paper_estimate_s17_h100.json",
+    """Session 18's estimate: each Duo stage slowed by its own factor measured beside two U-Nets (sessions 17 and
+    18, all five stages), a U-Net and sampling by the worst factor measured for a U-Net."""
+    fresh, committed = rebuilt_and_committed(tmp_path, "gpu_paper_estimate_s18_h100.json",
                                              estimate_from="gpu_paper_profile_s16_h100.json",
                                              concurrency_from="gpu_concurrency_s17_h200.json",
-                                             stage_concurrency_from="gpu_stage_concurrency_s17_h200.json")
+                                             stage_concurrency_from=["gpu_stage_concurrency_s17_h200.json",
+                                                                     "gpu_stage_concurrency_s18_h200.json"])
     assert fresh == pytest.approx(committed)
     # a U-Net beside a stage and a U-Net slows down more than beside two U-Nets
     assert fresh["slowdown_3_steps_at_once_measured_unet"] > fresh["slowdown_3_steps_at_once"]
