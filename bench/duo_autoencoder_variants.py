@@ -1,13 +1,16 @@
 """Which image autoencoder should Duo-Diffusion use? Reconstruction quality of variants, judged like samples.
 
 Usage: python bench/duo_autoencoder_variants.py --fitted CHECKPOINT_DIR "latent=8" "adv=0.05" "latent=8;adv=0.01"
-       [--out bench/results/duo_autoencoder_variants_quick.json]
+       [--judge held-out] [--out bench/results/duo_autoencoder_variants_quick.json]
 Each variant (``;``-separated ``latent=<channels>``, ``adv=<adversarial weight>``, ``grad=<gradient weight>``,
-``its=<iterations>``) trains the image autoencoder from scratch on the fitted generator's training cases with the
-generator's settings otherwise, on one thread. For the fitted autoencoder and each variant, on the training cases
-and on 48 held-out test cases: L1 of the reconstruction, sharpness relative to the input (1 = as sharp), MS-SSIM
-among reconstructions, and image-label consistency of the reconstructions (liver Dice of the real-only judge
-U-Net against the true labels): the consistency a perfect latent model could reach through this decoder.
+``its=<iterations>``, ``ch=<channels per level, comma-separated>``: one level fewer halves the compression factor)
+trains the image autoencoder from scratch on the fitted generator's training cases and their deformed copies (as
+the fit trains it) with the generator's settings otherwise, on one thread. For the fitted autoencoder and each
+variant, on the training cases and on 48 held-out test cases: L1 of the reconstruction, sharpness relative to the
+input (1 = as sharp), MS-SSIM among reconstructions, and image-label consistency of the reconstructions (liver
+Dice of the judge U-Net against the true labels): the consistency a perfect latent model could reach through this
+decoder. ``--judge held-out`` (as ``bench/quality_gates.py``): the judge trains on 32 held-out cases and the next
+48 are the held-out set; ``training``: the judge is the real-only U-Net of the training split.
 """
 
 from __future__ import annotations
@@ -24,10 +27,15 @@ import torch
 from bench_setup import reference_unet, training_split
 from foscu_bench import generator as G
 from foscu_bench.generators.duo_diffusion import networks
+from foscu_bench.generators.duo_diffusion.augmentation import with_deformed_copies
 from foscu_bench.generators.duo_diffusion.training import train_autoencoder
 from foscu_bench.metrics.fidelity import mean_ms_ssim
 from foscu_bench.sample_checks import image_label_consistency, sharpness
+from foscu_bench.segmentation import train_segmentation
 from foscu_bench.store import atomic_write_json
+
+JUDGE_CASES = 32
+"""Held-out cases the held-out judge trains on, as in bench/quality_gates.py."""
 
 
 def reconstruction_report(autoencoder, pairs, judge, settings) -> dict:
@@ -44,10 +52,12 @@ def reconstruction_report(autoencoder, pairs, judge, settings) -> dict:
 
 def variant_config(config, variant: str):
     settings = dict(item.split("=") for item in variant.split(";") if item)
-    unknown = set(settings) - {"latent", "adv", "grad", "its"}
+    unknown = set(settings) - {"latent", "adv", "grad", "its", "ch"}
     if unknown:
         raise SystemExit(f"unknown variant keys {sorted(unknown)} in {variant!r}")
-    size = dataclasses.replace(config.image_autoencoder,
+    channels = (tuple(int(c) for c in settings["ch"].split(",")) if "ch" in settings
+                else config.image_autoencoder.channels)
+    size = dataclasses.replace(config.image_autoencoder, channels=channels,
                                latent_channels=int(settings.get("latent", config.image_autoencoder.latent_channels)))
     iterations = int(settings.get("its", config.iterations["image_autoencoder"]))
     return dataclasses.replace(config, image_autoencoder=size,
@@ -62,14 +72,20 @@ def main() -> None:
     parser.add_argument("variants", nargs="*")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--out", type=Path, default=Path("bench/results/duo_autoencoder_variants_quick.json"))
+    parser.add_argument("--judge", choices=["held-out", "training"], default="training")
     args = parser.parse_args()
     torch.set_num_threads(1)
     ds, split, train = training_split("phantom", args.profile)
     settings = ds.profile.segmentation
-    judge = reference_unet(ds, train)
+    test = ds.pairs(split.test)
+    if args.judge == "held-out":
+        judge_cases, test = test[:JUDGE_CASES], test[JUDGE_CASES:]
+        judge = train_segmentation(judge_cases, [], "real", settings, seed=0).model
+    else:
+        judge = reference_unet(ds, train)
     gen = G.load("duo-diffusion", args.fitted)
     real = [p for p in train if p.case_id in set(gen.train_case_ids)]
-    held_out = ds.pairs(split.test)[:48]
+    held_out = test[:48]
 
     def report(autoencoder) -> dict:
         return {"train": reconstruction_report(autoencoder, real, judge, settings),
@@ -79,7 +95,10 @@ def main() -> None:
                           "adversarial_weight": gen.duo_config.adversarial_weight,
                           **report(gen.modules["image_autoencoder"])}}
     print(json.dumps(results), flush=True)
-    images = torch.from_numpy(np.stack([p.image for p in real]))
+    config = gen.duo_config
+    images, _ = with_deformed_copies(np.stack([p.image[0] for p in real]), np.stack([p.label for p in real]),
+                                     config.image_deformed_copies, config.deformation_strength, 0)
+    images = torch.from_numpy(images[:, None])
     for variant in args.variants:
         config = variant_config(gen.duo_config, variant)
         torch.manual_seed(0)
@@ -91,7 +110,8 @@ def main() -> None:
         results[variant] = {"seconds": time.perf_counter() - start,
                             "final_loss": float(np.mean(log["losses"][-100:])), **report(autoencoder.eval())}
         print(json.dumps({variant: results[variant]}), flush=True)
-    atomic_write_json(args.out, {"n_train": len(real), "variants": results})
+    atomic_write_json(args.out, {"n_train": len(real), "deformed_copies": config.image_deformed_copies,
+                                 "judge": args.judge, "fitted_from": str(args.fitted), "variants": results})
 
 
 if __name__ == "__main__":
