@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--out", type=Path, default=Path("bench/results/duo_autoencoder_variants_quick.json"))
     parser.add_argument("--judge", choices=["held-out", "training"], default="training")
+    parser.add_argument("--merge", action="store_true", help="keep the variants already in --out (same fit, judge)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     ds, split, train = training_split("phantom", args.profile)
@@ -91,7 +92,12 @@ def main() -> None:
         return {"train": reconstruction_report(autoencoder, real, judge, settings),
                 "held_out": reconstruction_report(autoencoder, held_out, judge, settings)}
 
-    results = {"fitted": {"config": gen.duo_config.to_dict()["image_autoencoder"],
+    # the ceiling: the judge on the real images themselves (a lossless autoencoder)
+    ceiling = {which: float(image_label_consistency(pairs, judge, settings).mean())
+               for which, pairs in (("train", real), ("held_out", held_out))}
+    results = {"real_images": {"train": {"consistency": ceiling["train"], "n": len(real)},
+                               "held_out": {"consistency": ceiling["held_out"], "n": len(held_out)}},
+               "fitted": {"config": gen.duo_config.to_dict()["image_autoencoder"],
                           "adversarial_weight": gen.duo_config.adversarial_weight,
                           **report(gen.modules["image_autoencoder"])}}
     print(json.dumps(results), flush=True)
@@ -110,8 +116,15 @@ def main() -> None:
         results[variant] = {"seconds": time.perf_counter() - start,
                             "final_loss": float(np.mean(log["losses"][-100:])), **report(autoencoder.eval())}
         print(json.dumps({variant: results[variant]}), flush=True)
-    atomic_write_json(args.out, {"n_train": len(real), "deformed_copies": config.image_deformed_copies,
-                                 "judge": args.judge, "fitted_from": str(args.fitted), "variants": results})
+    document = {"n_train": len(real), "deformed_copies": config.image_deformed_copies, "judge": args.judge,
+                "fitted_from": str(args.fitted), "variants": results}
+    if args.merge and args.out.is_file():  # variants measured in earlier calls with the same fit and judge
+        earlier = json.loads(args.out.read_text())
+        if {k: earlier.get(k) for k in ("n_train", "judge", "fitted_from")} != \
+                {k: document[k] for k in ("n_train", "judge", "fitted_from")}:
+            raise SystemExit(f"{args.out}: its variants come from another fit or judge; not merged")
+        document["variants"] = {**earlier["variants"], **results}
+    atomic_write_json(args.out, document)
 
 
 if __name__ == "__main__":
