@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from foscu_bench.data.dataset import open_dataset
 from foscu_bench.data.splits import TrainingSet, split_dataset
 from foscu_bench.errors import ConfigError
 from foscu_bench.generators.duo_diffusion.generator import postprocess_label
+from foscu_bench.generators.duo_diffusion.sampling import sampling_scheduler
 from foscu_bench.profiles import get_profile
 
 TINY = get_profile("tiny")
@@ -51,7 +55,13 @@ def test_save_load_sample_identical_and_samplers(fitted, tmp_path):
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.label, b.label)
-    ddpm = next(loaded.sample(1, seed=3, sampler="ddpm"))  # all 1000 steps of the training schedule
+    # DDPM walks every step of the training schedule (1000: 3000 network calls, ~100 s at tiny on 2 cores, so the
+    # end-to-end sample below runs the same code over a 20-step schedule)
+    schedule = sampling_scheduler(loaded.duo_config, "ddpm", 10, 1, "cpu")
+    assert len(schedule.timesteps) == loaded.duo_config.train_timesteps == 1000
+    short = copy.copy(loaded)
+    short.duo_config = replace(loaded.duo_config, train_timesteps=20)
+    ddpm = next(short.sample(1, seed=3, sampler="ddpm"))
     assert ddpm.meta["sampler"] == "ddpm" and np.isfinite(ddpm.image).all()
     with pytest.raises(ConfigError, match="cannot be sampled with 'rflow'"):
         next(loaded.sample(1, seed=3, sampler="rflow"))
@@ -60,7 +70,6 @@ def test_save_load_sample_identical_and_samplers(fitted, tmp_path):
 def test_images_follow_their_control_label_only_through_the_controlnet(fitted):
     """The label reaches the image only through the ControlNet's residuals: two controls with the same noise give
     different images, and identical ones once the ControlNet's zero-initialised output convolutions are zero."""
-    import copy
 
     labels = fitted.generate_labels(2, seed=11)
     assert not np.array_equal(labels[0], labels[1])
@@ -82,11 +91,8 @@ def test_control_guidance_extrapolates_from_the_unconditional_image_model(fitted
     """``control_guidance`` w: uncond + w (controlled - uncond), the plain image U-Net as the unconditional model.
     w = 0 is exactly the image model without its ControlNet (a silenced ControlNet gives the same images); w = 1 is
     the plain ControlNet; one denoising step at w = 2.5 equals the formula computed by hand."""
-    import copy
-    from dataclasses import replace
-
     from foscu_bench.conditioning import label_channels
-    from foscu_bench.generators.duo_diffusion.sampling import _step, sampling_scheduler
+    from foscu_bench.generators.duo_diffusion.sampling import _step
 
     label = fitted.generate_labels(1, seed=11)[0]
     plain = fitted.images_for_labels([label], seed=5)[0]
@@ -407,7 +413,6 @@ def test_dpm_solver_samples_a_ddpm_trained_model(fitted):
 def test_latent_stages_end_with_the_moving_average_of_their_weights():
     """The EMA run's final weights equal an independent replay of the warm-up EMA over the raw run's trajectory
     (the average does not change the trajectory itself), and the loss log is the raw run's."""
-    import copy
     import dataclasses
 
     from foscu_bench.generators.duo_diffusion.config import config_for
