@@ -436,3 +436,22 @@ def test_latent_stages_end_with_the_moving_average_of_their_weights():
     for key, value in averaged_unet.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
     assert not torch.equal(averaged_unet.state_dict()[key], raw_unet.state_dict()[key])
+
+
+def test_autoencoder_variants_set_the_compression_by_channels_per_level(monkeypatch):
+    """bench/duo_autoencoder_variants.py's ``ch=`` key: one level fewer halves the autoencoder's compression factor
+    (the measurement behind the latent-grid finding); other keys keep the fit's settings; unknown keys stop it."""
+    from conftest import BENCH, bench_module
+    from foscu_bench.generators.duo_diffusion.config import config_for
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports bench_setup beside it
+    variants = bench_module("duo_autoencoder_variants")
+    base = config_for("quick")
+    assert base.image_autoencoder.factor == 4
+    finer = variants.variant_config(base, "ch=16,32;latent=4")
+    assert finer.image_autoencoder.channels == (16, 32) and finer.image_autoencoder.factor == 2
+    assert finer.image_autoencoder.latent_channels == 4
+    assert finer.iterations == base.iterations and finer.adversarial_weight == base.adversarial_weight
+    assert variants.variant_config(base, "latent=1").image_autoencoder.channels == base.image_autoencoder.channels
+    with pytest.raises(SystemExit, match="unknown variant keys"):
+        variants.variant_config(base, "levels=2")
