@@ -24,18 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_setup import reference_unet, training_split
+from bench_setup import held_out_judge, reference_unet, training_split
 from foscu_bench import generator as G
 from foscu_bench.generators.duo_diffusion import networks
 from foscu_bench.generators.duo_diffusion.augmentation import with_deformed_copies
 from foscu_bench.generators.duo_diffusion.training import train_autoencoder
 from foscu_bench.metrics.fidelity import mean_ms_ssim
 from foscu_bench.sample_checks import image_label_consistency, sharpness
-from foscu_bench.segmentation import train_segmentation
 from foscu_bench.store import atomic_write_json
-
-JUDGE_CASES = 32
-"""Held-out cases the held-out judge trains on, as in bench/quality_gates.py."""
 
 
 def reconstruction_report(autoencoder, pairs, judge, settings) -> dict:
@@ -78,12 +74,10 @@ def main() -> None:
     torch.set_num_threads(1)
     ds, split, train = training_split("phantom", args.profile)
     settings = ds.profile.segmentation
-    test = ds.pairs(split.test)
     if args.judge == "held-out":
-        judge_cases, test = test[:JUDGE_CASES], test[JUDGE_CASES:]
-        judge = train_segmentation(judge_cases, [], "real", settings, seed=0).model
+        judge, test = held_out_judge(ds, split)
     else:
-        judge = reference_unet(ds, train)
+        judge, test = reference_unet(ds, train), ds.pairs(split.test)
     gen = G.load("duo-diffusion", args.fitted)
     real = [p for p in train if p.case_id in set(gen.train_case_ids)]
     held_out = test[:48]
@@ -93,20 +87,18 @@ def main() -> None:
                 "held_out": reconstruction_report(autoencoder, held_out, judge, settings)}
 
     # the ceiling: the judge on the real images themselves (a lossless autoencoder)
-    ceiling = {which: float(image_label_consistency(pairs, judge, settings).mean())
-               for which, pairs in (("train", real), ("held_out", held_out))}
-    results = {"real_images": {"train": {"consistency": ceiling["train"], "n": len(real)},
-                               "held_out": {"consistency": ceiling["held_out"], "n": len(held_out)}},
+    results = {"real_images": {which: {"consistency": float(image_label_consistency(pairs, judge, settings).mean()),
+                                       "n": len(pairs)} for which, pairs in (("train", real), ("held_out", held_out))},
                "fitted": {"config": gen.duo_config.to_dict()["image_autoencoder"],
                           "adversarial_weight": gen.duo_config.adversarial_weight,
                           **report(gen.modules["image_autoencoder"])}}
     print(json.dumps(results), flush=True)
-    config = gen.duo_config
+    fitted = gen.duo_config
     images, _ = with_deformed_copies(np.stack([p.image[0] for p in real]), np.stack([p.label for p in real]),
-                                     config.image_deformed_copies, config.deformation_strength, 0)
+                                     fitted.image_deformed_copies, fitted.deformation_strength, 0)
     images = torch.from_numpy(images[:, None])
     for variant in args.variants:
-        config = variant_config(gen.duo_config, variant)
+        config = variant_config(fitted, variant)
         torch.manual_seed(0)
         autoencoder = networks.build_autoencoder(config.image_autoencoder, 1)
         discriminator = networks.build_discriminator() if config.adversarial_weight > 0 else None
@@ -116,12 +108,11 @@ def main() -> None:
         results[variant] = {"seconds": time.perf_counter() - start,
                             "final_loss": float(np.mean(log["losses"][-100:])), **report(autoencoder.eval())}
         print(json.dumps({variant: results[variant]}), flush=True)
-    document = {"n_train": len(real), "deformed_copies": config.image_deformed_copies, "judge": args.judge,
-                "fitted_from": str(args.fitted), "variants": results}
+    identity = {"n_train": len(real), "judge": args.judge, "fitted_from": str(args.fitted)}
+    document = {**identity, "deformed_copies": fitted.image_deformed_copies, "variants": results}
     if args.merge and args.out.is_file():  # variants measured in earlier calls with the same fit and judge
         earlier = json.loads(args.out.read_text())
-        if {k: earlier.get(k) for k in ("n_train", "judge", "fitted_from")} != \
-                {k: document[k] for k in ("n_train", "judge", "fitted_from")}:
+        if {k: earlier.get(k) for k in identity} != identity:
             raise SystemExit(f"{args.out}: its variants come from another fit or judge; not merged")
         document["variants"] = {**earlier["variants"], **results}
     atomic_write_json(args.out, document)

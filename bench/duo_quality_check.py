@@ -29,15 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_setup import training_split
+from bench_setup import JUDGE_CASES, held_out_judge, training_split
 from foscu_bench import generator as G
 from foscu_bench.metrics.fidelity import mean_ms_ssim
 from foscu_bench.metrics.segmentation import dice
 from foscu_bench.segmentation import predict, train_segmentation
 from foscu_bench.store import atomic_write_json
 
-JUDGE_CASES = 32
-"""Held-out cases the held-out judge trains on (as bench/quality_gates.py); the next ones give its ceiling."""
 
 
 def judged(model, labels: list[np.ndarray], images: list[np.ndarray], settings) -> np.ndarray:
@@ -68,14 +66,13 @@ def main() -> None:
     settings = ds.profile.segmentation
     gen = G.load("duo-diffusion", args.fitted)
     own_cases = [p for p in train if p.case_id in set(gen.train_case_ids)]
-    held_out = ds.pairs(split.test)
-    judge_cases, ceiling_cases = held_out[:JUDGE_CASES], held_out[JUDGE_CASES:JUDGE_CASES + args.n]
     started = time.perf_counter()
     judge_settings = dataclasses.replace(settings, members=1)  # one U-Net each: the bench compares K, not judges
     own_judge = train_segmentation(own_cases, [], "real", judge_settings, seed=0).model
-    held_out_judge = train_segmentation(judge_cases, [], "real", judge_settings, seed=0).model
+    held_out_unet, rest = held_out_judge(ds, split, judge_settings)
+    ceiling_cases = rest[:args.n]
     judge_seconds = time.perf_counter() - started
-    ceiling = judged(held_out_judge, [p.label for p in ceiling_cases], [p.image for p in ceiling_cases], settings)
+    ceiling = judged(held_out_unet, [p.label for p in ceiling_cases], [p.image for p in ceiling_cases], settings)
 
     started = time.perf_counter()
     labels = gen.generate_labels(args.n, seed=1)
@@ -87,7 +84,7 @@ def main() -> None:
         images.append(gen.images_for_labels(labels, 0, seeds=G.volume_seeds(args.n, 100 + k)))
         image_seconds.append(time.perf_counter() - started)
         own.append(judged(own_judge, labels, images[-1], settings))
-        held.append(judged(held_out_judge, labels, images[-1], settings))
+        held.append(judged(held_out_unet, labels, images[-1], settings))
     own, held = np.stack(own), np.stack(held)  # candidates x labels
 
     rows = []

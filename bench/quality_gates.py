@@ -25,15 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_setup import reference_unet, training_split
+from bench_setup import JUDGE_CASES, held_out_judge, reference_unet, training_split
 from foscu_bench import generator as G
 from foscu_bench.preview import pick_preview_cases, save_preview
-from foscu_bench.segmentation import train_segmentation
 from foscu_bench.sample_checks import image_label_consistency, memorisation_report, sample_report, tumour_consistency
 from foscu_bench.store import atomic_write_json
 
-JUDGE_CASES = 32
-"""Held-out cases the default judge trains on: as many as the training split, so its skill matches the other judge."""
 
 
 def summary(values: np.ndarray) -> dict:
@@ -110,15 +107,14 @@ def main() -> None:
                              "its training cases gains nothing from the judge having seen them) or on the training split")
     args = parser.parse_args()
     ds, split, train = training_split("phantom", args.profile)
-    test = ds.pairs(split.test)
     settings = ds.profile.segmentation
     if args.judge == "held-out":
         # judge: a real-only U-Net on the first JUDGE_CASES held-out cases; ceiling: the other held-out cases
-        judge_cases, test = test[:JUDGE_CASES], test[JUDGE_CASES:]
-        unet = train_segmentation(judge_cases, [], "real", settings, seed=0).model
-        judge = f"real-only U-Net on {len(judge_cases)} held-out cases (no generator saw them), seed 0"
+        unet, test = held_out_judge(ds, split)
+        judge = f"real-only U-Net on {JUDGE_CASES} held-out cases (no generator saw them), seed 0"
         ceiling_key = "real_test_ceiling_held_out_judge"
     else:
+        test = ds.pairs(split.test)
         unet = reference_unet(ds, train)
         judge = f"real-only U-Net on the {len(train)} training cases, seed 0"
         ceiling_key = "real_test_ceiling"
