@@ -150,11 +150,10 @@ def _comparison(frame: pd.DataFrame, generator: str, arm: str, metric: str) -> d
     ref = frame[(frame["generator"] == REFERENCE) & (frame["arm"] == "real")]
     if metric not in frame.columns or test.empty:
         return None
-    defined = set(ref.loc[ref[metric].notna(), "case_id"]) & set(test.loc[test[metric].notna(), "case_id"])
-    # a case counts only if the metric is defined for every replicate of both arms
-    cases = sorted(c for c in defined
-                   if ref.loc[ref["case_id"] == c, metric].notna().sum() == len(replicates)
-                   and test.loc[test["case_id"] == c, metric].notna().sum() == len(replicates))
+    # a case counts only if the metric is defined for every replicate of both arms (count() counts non-missing)
+    complete = [set(counts.index[counts == len(replicates)])
+                for counts in (arm_rows.groupby("case_id")[metric].count() for arm_rows in (ref, test))]
+    cases = sorted(complete[0] & complete[1])
     if len(cases) < 2:
         return None
     a = metric_matrix(test, "arm", arm, metric, cases, replicates, seed_column="replicate")

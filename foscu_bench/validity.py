@@ -31,6 +31,31 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def _weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average (tie-aware) ranks of every row of ``values`` within each resample, a resample being the rows taken
+    ``weights[b, row]`` times: (n_resamples, n_rows), equal to ``rankdata`` of the resample with its repeats."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    per_value = weights @ (inverse[:, None] == np.arange(len(unique))).astype(float)  # copies of each value
+    average = np.cumsum(per_value, axis=1) - (per_value - 1) / 2
+    return average[:, inverse]
+
+
+def _resampled_spearman(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``_spearman`` of every resample at once (``weights``: how often each resample takes each row); NaN where
+    a resample has fewer than 3 rows or a constant metric or delta, as ``_spearman``."""
+    rx, ry = _weighted_ranks(x, weights), _weighted_ranks(y, weights)
+    n = weights.sum(axis=1)
+    dx = rx - ((weights * rx).sum(axis=1) / n)[:, None]
+    dy = ry - ((weights * ry).sum(axis=1) / n)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (weights * dx * dy).sum(axis=1) / np.sqrt((weights * dx ** 2).sum(axis=1) * (weights * dy ** 2).sum(axis=1))
+
+    def constant(v: np.ndarray) -> np.ndarray:
+        return np.where(weights > 0, v, -np.inf).max(axis=1) == np.where(weights > 0, v, np.inf).min(axis=1)
+
+    return np.where((n < 3) | constant(x) | constant(y), np.nan, rho)
+
+
 SCOPES: dict[str, tuple[str, ...]] = {"generators and controls": ("reference",),
                                       "generators": ("reference", "control")}
 """Scope name -> the row kinds it leaves out."""
@@ -52,11 +77,9 @@ def metric_validity(rows: list[dict], n_boot: int = BOOTSTRAP, seed: int = 0,
             x = np.array([r[column] for r in usable], dtype=float)
             y = np.array([r["delta_dice_mean"] for r in usable], dtype=float)
             owner = np.array([generators.index(r["generator"]) for r in usable])
-            members = [np.flatnonzero(owner == g) for g in range(len(generators))]
-            values = []
-            for _ in range(n_boot):
-                picked = np.concatenate([members[g] for g in rng.integers(len(generators), size=len(generators))])
-                values.append(_spearman(x[picked], y[picked]))
+            picks = rng.integers(len(generators), size=(n_boot, len(generators)))  # generators drawn per resample
+            times_drawn = (picks[:, :, None] == np.arange(len(generators))).sum(axis=1)
+            values = _resampled_spearman(x, y, times_drawn[:, owner].astype(float))
             # a resample in which the metric (or the delta) does not vary cannot rank anything: it counts as no
             # relation, not as missing (dropping it would condition the CI on the few rows where a mostly constant
             # metric, such as the near-copy fraction, is not zero)
