@@ -128,7 +128,8 @@ def diffusion_compile_rows(device) -> None:
         try:
             torch.manual_seed(0)
             torch.compiler.reset()
-            unet = networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels).to(device)
+            unet = networks.build_diffusion_unet(config.image_diffusion_size,
+                                                 config.image_autoencoder.latent_channels).to(device)
             x = torch.randn(batch, config.image_autoencoder.latent_channels, 16, 16, 16, device=device)
             t = torch.randint(0, 1000, (batch,), device=device)
             forward = unet if mode is None else torch.compile(unet, mode=mode)

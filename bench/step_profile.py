@@ -192,13 +192,18 @@ def stage_call(stage: str, config, data, device):
         disc = networks.build_discriminator().to(device) if stage == "image_autoencoder" and config.adversarial_weight else None
         log = train_autoencoder(stage, ae, data[stage], config, 0, device, None, progress, disc)
     elif stage == "controlnet":
-        unet = networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels).to(device)
-        cn = networks.build_controlnet(config.diffusion, config.image_autoencoder.latent_channels,
+        size = config.image_diffusion_size
+        unet = networks.build_diffusion_unet(size, config.image_autoencoder.latent_channels).to(device)
+        cn = networks.build_controlnet(size, config.image_autoencoder.latent_channels,
                                        config.image_autoencoder).to(device)
         networks.init_controlnet_from_unet(cn, unet)
         log = train_controlnet(cn, unet, data["latents"], data["controls"], config, 0, device, None, progress)
+    elif stage == "label_diffusion":
+        unet = networks.build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels).to(device)
+        log = train_diffusion(stage, unet, data["label_latents"], config, 0, device, None, progress)
     else:
-        unet = networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels).to(device)
+        unet = networks.build_diffusion_unet(config.image_diffusion_size,
+                                             config.image_autoencoder.latent_channels).to(device)
         log = train_diffusion(stage, unet, data["latents"], config, 0, device, None, progress)
     return log, times
 
@@ -213,10 +218,12 @@ def stage_data(profile, train) -> dict:
 
     base = config_for(profile.name)
     images, labels = training_arrays(train)
-    latent = tuple(s // base.image_autoencoder.factor for s in profile.shape)
+    def latents(autoencoder) -> torch.Tensor:
+        return torch.randn(len(images), autoencoder.latent_channels, *(s // autoencoder.factor for s in profile.shape),
+                           generator=torch.Generator().manual_seed(0))
+
     return {"label_autoencoder": one_hot(labels), "image_autoencoder": torch.from_numpy(images[:, None]),
-            "latents": torch.randn(len(images), base.image_autoencoder.latent_channels, *latent,
-                                   generator=torch.Generator().manual_seed(0)),
+            "latents": latents(base.image_autoencoder), "label_latents": latents(base.label_autoencoder),
             "controls": torch.from_numpy(np.stack([label_channels(label) for label in labels]))}
 
 
@@ -272,12 +279,14 @@ def sampling_section(profile, train, device) -> dict:
     modules = {"label_ae": networks.build_autoencoder(config.label_autoencoder, networks.LABEL_CHANNELS),
                "label_unet": networks.build_diffusion_unet(config.diffusion, config.label_autoencoder.latent_channels),
                "image_ae": networks.build_autoencoder(config.image_autoencoder, 1),
-               "image_unet": networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels),
-               "controlnet": networks.build_controlnet(config.diffusion, config.image_autoencoder.latent_channels,
+               "image_unet": networks.build_diffusion_unet(config.image_diffusion_size,
+                                                           config.image_autoencoder.latent_channels),
+               "controlnet": networks.build_controlnet(config.image_diffusion_size,
+                                                       config.image_autoencoder.latent_channels,
                                                        config.image_autoencoder)}
     modules = {k: v.to(device).eval() for k, v in modules.items()}
-    shape = (batch, config.label_autoencoder.latent_channels,
-             *(s // config.label_autoencoder.factor for s in profile.shape))
+    shape, image_shape = ((batch, ae.latent_channels, *(s // ae.factor for s in profile.shape))
+                          for ae in (config.label_autoencoder, config.image_autoencoder))
     control = torch.from_numpy(np.stack([label_channels(train[i % len(train)].label) for i in range(batch)])).to(device)
     out = {}
 
@@ -285,7 +294,7 @@ def sampling_section(profile, train, device) -> dict:
         gens = [torch.Generator().manual_seed(i) for i in range(batch)]
         z = denoise(modules["label_unet"], config, shape, gens, device, sampler, steps)
         modules["label_ae"].decode(z).argmax(1)
-        z = denoise(modules["image_unet"], config, shape, gens, device, sampler, steps,
+        z = denoise(modules["image_unet"], config, image_shape, gens, device, sampler, steps,
                     controlnet=modules["controlnet"], control=control)
         modules["image_ae"].decode(z)
 

@@ -11,6 +11,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at test time
 
+
+def pytest_configure(config):
+    """Under pytest-xdist each test process takes its share of the cores (torch's default, every core, would
+    oversubscribe them: two processes of two threads on two cores run slower than one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from foscu_bench.cores import available_cores
+
+        torch.set_num_threads(max(1, available_cores() // workers))
+
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

@@ -447,11 +447,35 @@ def test_autoencoder_variants_set_the_compression_by_channels_per_level(monkeypa
     monkeypatch.syspath_prepend(str(BENCH))  # the script imports bench_setup beside it
     variants = bench_module("duo_autoencoder_variants")
     base = config_for("quick")
-    assert base.image_autoencoder.factor == 4
-    finer = variants.variant_config(base, "ch=16,32;latent=4")
-    assert finer.image_autoencoder.channels == (16, 32) and finer.image_autoencoder.factor == 2
-    assert finer.image_autoencoder.latent_channels == 4
-    assert finer.iterations == base.iterations and finer.adversarial_weight == base.adversarial_weight
+    assert base.image_autoencoder.factor == 2  # quick's image latent: 16^3 x 4
+    coarser = variants.variant_config(base, "ch=16,32,64;latent=8")  # the 8^3 x 8 latent quick had before
+    assert coarser.image_autoencoder.channels == (16, 32, 64) and coarser.image_autoencoder.factor == 4
+    assert coarser.image_autoencoder.latent_channels == 8
+    assert coarser.iterations == base.iterations and coarser.adversarial_weight == base.adversarial_weight
+    assert variants.variant_config(coarser, "ch=16,32;latent=4").image_autoencoder == base.image_autoencoder
     assert variants.variant_config(base, "latent=1").image_autoencoder.channels == base.image_autoencoder.channels
     with pytest.raises(SystemExit, match="unknown variant keys"):
         variants.variant_config(base, "levels=2")
+
+
+def test_quick_image_stage_has_its_own_latent_unet_at_twice_the_label_latents_resolution():
+    """Quick: labels 32^3 -> 8^3 x 3 under the label U-Net (32, 64, 64); images 32^3 -> 16^3 x 4 under a U-Net and
+    ControlNet of their own (16, 32, 64, 64), whose conditioning embedding downsamples the full-resolution label
+    once. One denoising call of each at quick sizes returns its latent's shape."""
+    from foscu_bench.generators.duo_diffusion.config import config_for
+    from foscu_bench.generators.duo_diffusion.generator import DuoDiffusion
+
+    config = config_for("quick")
+    modules = DuoDiffusion()._build_all(config)
+    assert config.image_diffusion_size.channels == (16, 32, 64, 64) and config.diffusion.channels == (32, 64, 64)
+    assert modules["image_unet"].block_out_channels == (16, 32, 64, 64)
+    assert modules["label_unet"].block_out_channels == (32, 64, 64)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        z = modules["image_autoencoder"].encode_stage_2_inputs(torch.rand(2, 1, 32, 32, 32))
+        assert z.shape == (2, 4, 16, 16, 16)
+        down, mid = modules["controlnet"](z, t, controlnet_cond=torch.rand(2, 2, 32, 32, 32))
+        out = modules["image_unet"](z, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        assert out.shape == z.shape
+        labels = modules["label_autoencoder"].encode_stage_2_inputs(torch.rand(2, 3, 32, 32, 32))
+        assert labels.shape == (2, 3, 8, 8, 8) and modules["label_unet"](labels, t).shape == labels.shape

@@ -167,3 +167,28 @@ def test_metric_matrix_from_rows_and_misalignment():
         compare_paired(np.ones((3, 2)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
         compare_paired(np.full((3, 2), np.nan), np.ones((3, 2)))
+
+
+def test_a_case_counts_only_where_its_metric_is_defined_for_every_replicate_of_both_arms():
+    """A surface metric can be undefined for one training of a case (an empty prediction): that case leaves the
+    paired comparison of that metric, for every replicate, while Dice keeps all cases."""
+    import pandas as pd
+
+    from foscu_bench.results import _comparison, with_replicates
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for generator, arm, shift in (("real-only", "real", 0.0), ("gen", "real+synthetic", 0.02)):
+        for seed in range(3):
+            for case in range(6):
+                rows.append({"generator": generator, "arm": arm, "n_real": 8, "draw": 0, "seed": seed,
+                             "case_id": f"c{case}", "dice_liver": 0.8 + shift + 0.01 * rng.normal(),
+                             "hd95_liver": 5.0 - shift + rng.normal()})
+    frame = with_replicates(pd.DataFrame(rows))
+    undefined = (frame["generator"] == "gen") & (frame["seed"] == 1) & (frame["case_id"] == "c2")
+    frame.loc[undefined, "hd95_liver"] = np.nan
+    frame.loc[(frame["generator"] == "real-only") & (frame["case_id"] == "c4"), "hd95_liver"] = np.nan
+    assert _comparison(frame, "gen", "real+synthetic", "dice_liver")["n_cases"] == 6
+    hd95 = _comparison(frame, "gen", "real+synthetic", "hd95_liver")
+    kept = frame[~frame["case_id"].isin(["c2", "c4"])]
+    assert hd95["n_cases"] == 4 and hd95 == _comparison(kept, "gen", "real+synthetic", "hd95_liver")

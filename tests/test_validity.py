@@ -34,6 +34,31 @@ def test_spearman_matches_an_independent_rank_correlation():
     assert entry["ci_low"] <= entry["spearman"] <= entry["ci_high"]
 
 
+def test_resampled_spearman_equals_scipy_on_each_resample_with_ties_and_constants():
+    """The bootstrap ranks all resamples at once; each must equal scipy's spearmanr of that resample with its
+    repeated rows (ties within and across generators), and NaN where the metric is constant in it."""
+    from scipy.stats import spearmanr
+
+    from foscu_bench.validity import _resampled_spearman
+
+    rng = np.random.default_rng(5)
+    owner = np.repeat(np.arange(6), [3, 2, 3, 1, 3, 2])
+    x = rng.integers(0, 4, size=len(owner)).astype(float)  # few distinct values: many ties
+    x[owner == 3] = 7.0
+    y = np.round(rng.normal(size=len(owner)), 1)
+    picks = rng.integers(6, size=(300, 6))
+    picks[0] = 3  # one resample of a single generator: constant metric
+    times = (picks[:, :, None] == np.arange(6)).sum(axis=1)[:, owner].astype(float)
+    fast = _resampled_spearman(x, y, times)
+    for b in range(len(picks)):
+        rows = np.concatenate([np.flatnonzero(owner == g) for g in picks[b]])
+        if np.ptp(x[rows]) == 0 or np.ptp(y[rows]) == 0:
+            assert np.isnan(fast[b])
+        else:
+            assert fast[b] == pytest.approx(spearmanr(x[rows], y[rows]).statistic, abs=1e-12)
+    assert np.isnan(fast[0])
+
+
 def test_a_relation_carried_by_the_controls_alone_does_not_rank_generators():
     """Generators: KID unrelated to the delta; the negative control: worst KID and worst delta; the oracle: best."""
     generators = {"a": [(0.10, -1.0), (0.30, -2.0), (0.20, -3.0)], "b": [(0.20, -1.5), (0.10, -2.5), (0.30, -1.2)],

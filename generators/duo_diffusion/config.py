@@ -1,7 +1,7 @@
 """Sizes and budgets of Duo-Diffusion per profile (everything that changes results is here and in manifests).
 
-Autoencoders downsample by 2 ** (len(channels) - 1): tiny 16^3 -> 8^3, quick 32^3 -> 8^3, paper 128^3 -> 16^3
-latents. The quick sizes are chosen for 2 CPU cores (DESIGN.md: the autoencoder is the CPU bottleneck, so its
+Autoencoders downsample by 2 ** (len(channels) - 1): tiny 16^3 -> 8^3, quick 32^3 -> 8^3 (labels) and 16^3
+(images), paper 128^3 -> 16^3 latents. The quick sizes are chosen for 2 CPU cores (DESIGN.md: the autoencoder is the CPU bottleneck, so its
 channels are small); the paper sizes follow MONAI's 3D LDM tutorials.
 """
 
@@ -42,6 +42,9 @@ class DuoConfig:
     image_autoencoder: AutoencoderSize
     diffusion: DiffusionSize
     iterations: dict[str, int]
+    image_diffusion: DiffusionSize | None = None
+    """Latent U-Net and ControlNet of the image stage (None: ``diffusion``, the label stage's). At quick the image
+    latent has twice the label latent's resolution, so its U-Net gets a narrower first level and one level more."""
     batch_size: int = 2
     diffusion_batch_size: int | None = None
     """Batch of the latent diffusion and ControlNet stages (None: ``batch_size``). Their latents are small (16^3 at
@@ -97,6 +100,10 @@ class DuoConfig:
     their 16^3 latents are launch-bound and bf16 was slower (image diffusion 109 vs 79 ms a step,
     bench/results/gpu_paper_profile_after_h200.json)."""
 
+    @property
+    def image_diffusion_size(self) -> DiffusionSize:
+        return self.image_diffusion or self.diffusion
+
     def with_iterations(self, **overrides: int) -> "DuoConfig":
         return replace(self, iterations={**self.iterations, **overrides})
 
@@ -124,9 +131,17 @@ CONFIGS: dict[str, DuoConfig] = {
     # consistency and 11% more autoencoder time; 0.05 cost 6 points (bench/results/duo_autoencoder_variants_quick.json).
     # At 16 real cases these budgets make the latent models reproduce training cases on the real pairs alone
     # (quality_quick.json, after16): every stage trains on them plus 4 deformed copies of each.
+    # The image autoencoder compresses 2x (32^3 -> 16^3 x 4), not 4x (8^3 x 8): on an 8^3 grid a liver boundary is
+    # a latent voxel or two and the decoder alone lost 6.2 of the real images' 0.806 held-out consistency; 16^3 x 4
+    # loses 2.2, while 16 or 32 channels on the 8^3 grid lose as much as 8 (0.747 / 0.746 vs 0.744;
+    # bench/results/duo_autoencoder_compression_quick.json). Its latent U-Net (16, 32, 64, 64) keeps the 2^3
+    # bottleneck and the parameter count of the 8^3 one, at 2.1x its step time (434 vs 210 ms a batch of 4 on one
+    # AVX2 thread; the ControlNet step is unchanged, 528 vs 523 ms: its full-resolution conditioning embedding
+    # loses a stride-2 level).
     "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32, 64), 3),
-                       image_autoencoder=AutoencoderSize((16, 32, 64), 8),
+                       image_autoencoder=AutoencoderSize((16, 32), 4),
                        diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),
+                       image_diffusion=DiffusionSize((16, 32, 64, 64), norm_num_groups=16),
                        iterations=_iterations(1000, 3000, 2250), batch_size=2, diffusion_batch_size=4,
                        adversarial_weight=0.01, label_deformed_copies=4, image_deformed_copies=4),
     "paper": DuoConfig(label_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),

@@ -92,8 +92,9 @@ class DuoDiffusion(GeneratorBase):
     def _build_all(self, config: DuoConfig) -> dict:
         modules = {
             "image_autoencoder": networks.build_autoencoder(config.image_autoencoder, 1),
-            "image_unet": networks.build_diffusion_unet(config.diffusion, config.image_autoencoder.latent_channels),
-            "controlnet": networks.build_controlnet(config.diffusion, config.image_autoencoder.latent_channels,
+            "image_unet": networks.build_diffusion_unet(config.image_diffusion_size,
+                                                        config.image_autoencoder.latent_channels),
+            "controlnet": networks.build_controlnet(config.image_diffusion_size, config.image_autoencoder.latent_channels,
                                                     config.image_autoencoder),
         }
         if self.generates_labels:
