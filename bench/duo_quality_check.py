@@ -37,7 +37,6 @@ from foscu_bench.segmentation import predict, train_segmentation
 from foscu_bench.store import atomic_write_json
 
 
-
 def judged(model, labels: list[np.ndarray], images: list[np.ndarray], settings) -> np.ndarray:
     """Liver Dice of ``model``'s segmentation of each image against the label it was generated for."""
     return np.asarray([dice(predict(model, image, settings), label) for image, label in zip(images, labels)])

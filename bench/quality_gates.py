@@ -32,7 +32,6 @@ from foscu_bench.sample_checks import image_label_consistency, memorisation_repo
 from foscu_bench.store import atomic_write_json
 
 
-
 def summary(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()) if len(values) else float("nan"),
             "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"), "n": int(len(values))}
