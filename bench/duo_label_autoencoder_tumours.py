@@ -3,7 +3,7 @@ labels (+4 deformed copies each, as the fit trains it; quick config otherwise, o
 reconstructions of 48 held-out labels (the test cases after the held-out judge's, which no generator saw): liver
 Dice, tumour kept, tumour volume ratio, tumour Dice, lesions.
 
-Usage: python bench/duo_label_autoencoder_tumours.py [--out bench/results/duo_label_autoencoder_tumours_quick.json]
+Usage: python bench/duo_label_autoencoder_tumours.py [VARIANT ...] [--out bench/results/duo_label_autoencoder_tumours_quick.json]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,18 @@ from foscu_bench.metrics.segmentation import dice
 from foscu_bench.store import atomic_write_json
 
 N_TRAIN, N_HELD_OUT = 16, 48
+# name -> (autoencoder size, None for quick's; DuoConfig overrides of the label loss)
+VARIANTS: dict[str, tuple[AutoencoderSize | None, dict]] = {
+    "4x (16,32,64) x3 [quick]": (None, {}),
+    "2x (16,32) x3": (AutoencoderSize((16, 32), 3), {}),
+    "2x (16,32) x3, batch Dice": (AutoencoderSize((16, 32), 3), {"label_batch_dice": True}),
+    "2x (16,32) x3, batch Dice, tumour weight 4": (AutoencoderSize((16, 32), 3),
+                                                  {"label_batch_dice": True, "label_class_weights": (1.0, 1.0, 4.0)}),
+    "2x (16,32) x3, tumour weight 4": (AutoencoderSize((16, 32), 3), {"label_class_weights": (1.0, 1.0, 4.0)}),
+    "2x (16,32) x3, batch Dice, liver weight 2, tumour weight 4": (
+        AutoencoderSize((16, 32), 3), {"label_batch_dice": True, "label_class_weights": (1.0, 2.0, 4.0)}),
+    "4x (16,32,64) x3, batch Dice": (None, {"label_batch_dice": True}),
+}
 
 
 def lesions(mask: np.ndarray) -> int:
@@ -56,8 +69,12 @@ def reconstruction_report(autoencoder, labels: list[np.ndarray]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("variants", nargs="*", help=f"default: all of {list(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path("bench/results/duo_label_autoencoder_tumours_quick.json"))
     args = parser.parse_args()
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
     torch.set_num_threads(1)
     ds, split, train = training_split("phantom", "quick")
     pairs = list(train)[:N_TRAIN]
@@ -65,17 +82,18 @@ def main() -> None:
     _, labels = with_deformed_copies(np.stack([p.image[0] for p in pairs]), np.stack([p.label for p in pairs]),
                                      config.label_deformed_copies, config.deformation_strength, 0)
     held_out = [p.label for p in ds.pairs(split.test)[JUDGE_CASES:JUDGE_CASES + N_HELD_OUT]]
-    variants = {"4x (16,32,64) x3 [quick]": config.label_autoencoder, "2x (16,32) x3": AutoencoderSize((16, 32), 3)}
-    results = {}
-    for name, size in variants.items():
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for name in args.variants or list(VARIANTS):
+        size, overrides = VARIANTS[name]
+        variant_config = replace(config, **overrides)
         torch.manual_seed(0)
-        autoencoder = networks.build_autoencoder(size, networks.LABEL_CHANNELS)
+        autoencoder = networks.build_autoencoder(size or config.label_autoencoder, networks.LABEL_CHANNELS)
         started = time.perf_counter()
-        train_autoencoder("label_autoencoder", autoencoder, one_hot(labels), config, 0, torch.device("cpu"))
+        train_autoencoder("label_autoencoder", autoencoder, one_hot(labels), variant_config, 0, torch.device("cpu"))
         results[name] = {"seconds": time.perf_counter() - started,
                          **reconstruction_report(autoencoder.eval(), held_out)}
         print(json.dumps({name: results[name]}), flush=True)
-    atomic_write_json(args.out, results)
+        atomic_write_json(args.out, results)
 
 
 if __name__ == "__main__":
