@@ -1,0 +1,78 @@
+"""Paired difference of one generator's arm between two runs on the same split: did a new generator version help?
+
+Two runs of one comparability setting (same data, split, real-data level, seeds and test cases) differ only in the
+generator's code or config. Their real+synthetic arms are aligned case by case and seed by seed, and
+``stats.compare_paired`` gives the difference with the crossed case x seed random-effects CI the runner uses.
+The real-only arms are compared too: they must be identical (the U-Nets are deterministic), or the two runs are not
+comparable and the script stops.
+
+Usage: python bench/compare_runs.py NEW_RUN_DIR OLD_RUN_DIR [--generator duo-diffusion] [--arm real+synthetic]
+                                    [--metric dice_liver] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foscu_bench.stats import compare_paired
+from foscu_bench.store import atomic_write_json
+
+KEYS = ["n_real", "draw", "case_id"]
+
+
+def arm_matrix(metrics: pd.DataFrame, generator: str, arm: str, metric: str) -> pd.DataFrame:
+    """(level, draw, case) x seed matrix of one generator's arm (the real-only arm: generator "real-only")."""
+    rows = metrics[(metrics["arm"] == arm) & (metrics["generator"] == generator)]
+    if rows.empty:
+        raise SystemExit(f"no {arm!r} rows of {generator!r} in the metrics")
+    return rows.pivot(index=KEYS, columns="seed", values=metric).sort_index()
+
+
+def load_metrics(run: Path) -> pd.DataFrame:
+    path = run / "metrics.csv"
+    if not path.exists():
+        raise SystemExit(f"{path}: no metrics.csv (is {run} a run directory?)")
+    return pd.read_csv(path)
+
+
+def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str) -> dict:
+    new_metrics, old_metrics = load_metrics(new), load_metrics(old)
+    real_new, real_old = (arm_matrix(m, "real-only", "real", metric) for m in (new_metrics, old_metrics))
+    if not real_new.index.equals(real_old.index) or not np.allclose(real_new.to_numpy(), real_old.to_numpy(),
+                                                                    equal_nan=True):
+        raise SystemExit(f"the real-only arms of {new} and {old} differ: not the same split, seeds or U-Nets")
+    a, b = arm_matrix(new_metrics, generator, arm, metric), arm_matrix(old_metrics, generator, arm, metric)
+    if not a.index.equals(b.index) or list(a.columns) != list(b.columns):
+        raise SystemExit(f"the {arm} arms are not aligned: {a.shape} vs {b.shape}")
+    keep = ~(a.isna().any(axis=1) | b.isna().any(axis=1))
+    result = compare_paired(a[keep].to_numpy(), b[keep].to_numpy())
+    return {"new": str(new), "old": str(old), "generator": generator, "arm": arm, "metric": metric,
+            "real_only_identical": True, "cases_dropped_for_nan": int((~keep).sum()),
+            "new_mean": float(a[keep].to_numpy().mean()), "old_mean": float(b[keep].to_numpy().mean()),
+            "per_seed_difference": {str(s): float((a[keep][s] - b[keep][s]).mean()) for s in a.columns},
+            **asdict(result)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("new", type=Path)
+    parser.add_argument("old", type=Path)
+    parser.add_argument("--generator", default="duo-diffusion")
+    parser.add_argument("--arm", default="real+synthetic")
+    parser.add_argument("--metric", default="dice_liver")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    report = compare_runs(args.new, args.old, args.generator, args.arm, args.metric)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        atomic_write_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()
