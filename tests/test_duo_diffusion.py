@@ -458,18 +458,18 @@ def test_autoencoder_variants_set_the_compression_by_channels_per_level(monkeypa
         variants.variant_config(base, "levels=2")
 
 
-def test_quick_latents_are_16_cubed_under_one_latent_unet_shape():
-    """Quick: labels 32^3 -> 16^3 x 3 and images 32^3 -> 16^3 x 4 (2x autoencoders), both latent U-Nets and the
-    ControlNet (16, 32, 64, 64), whose conditioning embedding downsamples the full-resolution label once. One
-    denoising call of each at quick sizes returns its latent's shape."""
+def test_quick_image_stage_has_its_own_latent_unet_at_twice_the_label_latents_resolution():
+    """Quick: labels 32^3 -> 8^3 x 3 under the label U-Net (32, 64, 64); images 32^3 -> 16^3 x 4 under a U-Net and
+    ControlNet of their own (16, 32, 64, 64), whose conditioning embedding downsamples the full-resolution label
+    once. One denoising call of each at quick sizes returns its latent's shape."""
     from foscu_bench.generators.duo_diffusion.config import config_for
     from foscu_bench.generators.duo_diffusion.generator import DuoDiffusion
 
     config = config_for("quick")
     modules = DuoDiffusion()._build_all(config)
-    assert config.image_diffusion_size == config.diffusion and config.diffusion.channels == (16, 32, 64, 64)
-    assert modules["image_unet"].block_out_channels == modules["label_unet"].block_out_channels == (16, 32, 64, 64)
-    assert config.label_batch_dice and config.label_class_weights == (1.0, 1.0, 4.0)
+    assert config.image_diffusion_size.channels == (16, 32, 64, 64) and config.diffusion.channels == (32, 64, 64)
+    assert modules["image_unet"].block_out_channels == (16, 32, 64, 64)
+    assert modules["label_unet"].block_out_channels == (32, 64, 64)
     t = torch.tensor([10, 900])
     with torch.no_grad():
         z = modules["image_autoencoder"].encode_stage_2_inputs(torch.rand(2, 1, 32, 32, 32))
@@ -478,4 +478,4 @@ def test_quick_latents_are_16_cubed_under_one_latent_unet_shape():
         out = modules["image_unet"](z, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
         assert out.shape == z.shape
         labels = modules["label_autoencoder"].encode_stage_2_inputs(torch.rand(2, 3, 32, 32, 32))
-        assert labels.shape == (2, 3, 16, 16, 16) and modules["label_unet"](labels, t).shape == labels.shape
+        assert labels.shape == (2, 3, 8, 8, 8) and modules["label_unet"](labels, t).shape == labels.shape

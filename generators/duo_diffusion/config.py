@@ -1,7 +1,7 @@
 """Sizes and budgets of Duo-Diffusion per profile (everything that changes results is here and in manifests).
 
-Autoencoders downsample by 2 ** (len(channels) - 1): tiny 16^3 -> 8^3, quick 32^3 -> 16^3, paper 128^3 -> 16^3
-latents. The quick sizes are chosen for 2 CPU cores (DESIGN.md: the autoencoder is the CPU bottleneck, so its
+Autoencoders downsample by 2 ** (len(channels) - 1): tiny 16^3 -> 8^3, quick 32^3 -> 8^3 (labels) and 16^3
+(images), paper 128^3 -> 16^3 latents. The quick sizes are chosen for 2 CPU cores (DESIGN.md: the autoencoder is the CPU bottleneck, so its
 channels are small); the paper sizes follow MONAI's 3D LDM tutorials.
 """
 
@@ -43,8 +43,8 @@ class DuoConfig:
     diffusion: DiffusionSize
     iterations: dict[str, int]
     image_diffusion: DiffusionSize | None = None
-    """Latent U-Net and ControlNet of the image stage (None: ``diffusion``, the label stage's), for an image latent
-    of another resolution than the label latent's."""
+    """Latent U-Net and ControlNet of the image stage (None: ``diffusion``, the label stage's). At quick the image
+    latent has twice the label latent's resolution, so its U-Net gets a narrower first level and one level more."""
     batch_size: int = 2
     diffusion_batch_size: int | None = None
     """Batch of the latent diffusion and ControlNet stages (None: ``batch_size``). Their latents are small (16^3 at
@@ -56,12 +56,6 @@ class DuoConfig:
     learning_rate: float = 1e-3
     autoencoder_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    label_batch_dice: bool = False
-    """Label autoencoder's Dice over the whole batch instead of per volume. Per volume, the Dice of a class the
-    volume lacks is about 0 for any softmax mass on it, so the 3 in 4 volumes without a tumour push the tumour
-    probability toward zero everywhere, and tumours shrink."""
-    label_class_weights: tuple[float, ...] | None = None
-    """Background / liver / tumour weights of the label autoencoder's Dice and cross-entropy (None: equal)."""
     gradient_weight: float = 0.5
     """Weight of the gradient-difference loss that replaces the (unavailable offline) perceptual loss."""
     adversarial_weight: float = 0.0
@@ -144,17 +138,12 @@ CONFIGS: dict[str, DuoConfig] = {
     # bottleneck and the parameter count of the 8^3 one, at 2.1x its step time (434 vs 210 ms a batch of 4 on one
     # AVX2 thread; the ControlNet step is unchanged, 528 vs 523 ms: its full-resolution conditioning embedding
     # loses a stride-2 level).
-    # The label autoencoder compresses 2x too (32^3 -> 16^3 x 3; session 20) with a batch Dice and a tumour weight of
-    # 4: trained as the fit trains it and scored on 48 held-out labels, the 4x one kept a tumour in 62% of tumour
-    # labels at 0.09 of its volume (median; tumour Dice 0.04, liver Dice 0.89), the plain 2x one in 94% at 0.19
-    # (0.27, liver 0.96), the weighted 2x one in 100% at 1.02 (0.78, liver 0.90). Batch Dice or the weight alone
-    # did not help (bench/results/duo_label_autoencoder_tumours_quick.json). Both latent stages share the U-Net.
-    "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32), 3),
+    "quick": DuoConfig(label_autoencoder=AutoencoderSize((16, 32, 64), 3),
                        image_autoencoder=AutoencoderSize((16, 32), 4),
-                       diffusion=DiffusionSize((16, 32, 64, 64), norm_num_groups=16),
+                       diffusion=DiffusionSize((32, 64, 64), norm_num_groups=16),
+                       image_diffusion=DiffusionSize((16, 32, 64, 64), norm_num_groups=16),
                        iterations=_iterations(1000, 3000, 2250), batch_size=2, diffusion_batch_size=4,
-                       adversarial_weight=0.01, label_deformed_copies=4, image_deformed_copies=4,
-                       label_batch_dice=True, label_class_weights=(1.0, 1.0, 4.0)),
+                       adversarial_weight=0.01, label_deformed_copies=4, image_deformed_copies=4),
     "paper": DuoConfig(label_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        image_autoencoder=AutoencoderSize((32, 64, 64, 128), 4, num_res_blocks=2, norm_num_groups=32),
                        diffusion=DiffusionSize((64, 128, 256), num_res_blocks=2, norm_num_groups=32,

@@ -187,8 +187,7 @@ def train_autoencoder(stage: str, autoencoder, data: torch.Tensor, config: DuoCo
     if use_adversarial:
         optimiser_d = torch.optim.AdamW(discriminator.parameters(), lr=config.autoencoder_learning_rate, fused=True)
         modules["discriminator"], optimisers["discriminator"] = discriminator, optimiser_d
-    weight = torch.tensor(config.label_class_weights, device=device) if config.label_class_weights else None
-    dice_ce = DiceCELoss(softmax=True, include_background=True, batch=config.label_batch_dice, weight=weight)
+    dice_ce = DiceCELoss(softmax=True, include_background=True)
 
     def step(rng: np.random.Generator, generator: torch.Generator) -> float:
         x = random_patches(data, rng.integers(len(data), size=config.batch_size), config.autoencoder_patch, rng).to(device)
