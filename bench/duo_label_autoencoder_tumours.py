@@ -1,11 +1,10 @@
-"""Does the label autoencoder lose tumours? Train it at 4x (quick) and at 2x on the first 16 training labels (+4
-deformed copies each, as the fit trains it; quick config otherwise, one thread) and score its reconstructions of
-48 held-out labels (the test cases after the held-out judge's, which no generator saw): liver Dice, tumour kept,
-tumour volume ratio, tumour Dice, lesions.
+"""Does the label autoencoder lose tumours? Train variants of it (latent grid; batch Dice and class weights of its
+Dice + CE loss) on the first 16 training labels (+4 deformed copies each, as the fit trains it; quick config
+otherwise, one thread) and score their reconstructions of 48 held-out labels (the test cases after the held-out
+judge's, which no generator saw): liver Dice, tumour kept, tumour volume ratio, tumour Dice, lesions.
 
-The result file also holds the loss variants of session 20 (batch Dice, class weights), measured at commit 338141c
-with the ``DuoConfig.label_batch_dice`` / ``label_class_weights`` knobs that commit added; the knobs were taken
-out again with the 16^3 label stage they came with, which lost downstream (README, Duo-Diffusion notes).
+The 2x loss rows were first measured at commit 338141c through DuoConfig knobs (taken out again with the 16^3 label
+stage they came with, which lost downstream); the bench now sets the same loss arguments itself.
 
 Usage: python bench/duo_label_autoencoder_tumours.py [VARIANT ...] [--out bench/results/duo_label_autoencoder_tumours_quick.json]
 Results of other variants already in --out are kept.
@@ -14,6 +13,8 @@ Results of other variants already in --out are kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -32,11 +33,34 @@ from foscu_bench.metrics.segmentation import dice
 from foscu_bench.store import atomic_write_json
 
 N_TRAIN, N_HELD_OUT = 16, 48
-# name -> label autoencoder size (quick's loss: per-volume Dice + CE, equal class weights)
-VARIANTS: dict[str, AutoencoderSize] = {
-    "4x (16,32,64) x3 [quick]": AutoencoderSize((16, 32, 64), 3),
-    "2x (16,32) x3": AutoencoderSize((16, 32), 3),
+QUICK, TWO_X = AutoencoderSize((16, 32, 64), 3), AutoencoderSize((16, 32), 3)
+# name -> (label autoencoder size, DiceCELoss arguments beyond the fit's softmax=True, include_background=True)
+VARIANTS: dict[str, tuple[AutoencoderSize, dict]] = {
+    "4x (16,32,64) x3 [quick]": (QUICK, {}),
+    "2x (16,32) x3": (TWO_X, {}),
+    "2x (16,32) x3, batch Dice": (TWO_X, {"batch": True}),
+    "2x (16,32) x3, tumour weight 4": (TWO_X, {"weight": (1.0, 1.0, 4.0)}),
+    "2x (16,32) x3, batch Dice, liver weight 2, tumour weight 4": (TWO_X, {"batch": True, "weight": (1.0, 2.0, 4.0)}),
+    "2x (16,32) x3, batch Dice, tumour weight 4": (TWO_X, {"batch": True, "weight": (1.0, 1.0, 4.0)}),
+    "4x (16,32,64) x3, batch Dice, tumour weight 4": (QUICK, {"batch": True, "weight": (1.0, 1.0, 4.0)}),
+    "4x (16,32,64) x3, batch Dice, tumour weight 8": (QUICK, {"batch": True, "weight": (1.0, 1.0, 8.0)}),
 }
+
+
+@contextlib.contextmanager
+def label_loss(arguments: dict):
+    """The fit's label loss with other arguments: train_autoencoder builds ``monai.losses.DiceCELoss`` when called,
+    so the bench swaps the class for the call (the generator's code and fingerprint stay as they are)."""
+    import monai.losses
+
+    original = monai.losses.DiceCELoss
+    if "weight" in arguments:
+        arguments = {**arguments, "weight": torch.tensor(arguments["weight"])}
+    monai.losses.DiceCELoss = functools.partial(original, **arguments)
+    try:
+        yield
+    finally:
+        monai.losses.DiceCELoss = original
 
 
 def lesions(mask: np.ndarray) -> int:
@@ -82,9 +106,11 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.variants or list(VARIANTS):
         torch.manual_seed(0)
-        autoencoder = networks.build_autoencoder(VARIANTS[name], networks.LABEL_CHANNELS)
+        size, loss_arguments = VARIANTS[name]
+        autoencoder = networks.build_autoencoder(size, networks.LABEL_CHANNELS)
         started = time.perf_counter()
-        train_autoencoder("label_autoencoder", autoencoder, one_hot(labels), config, 0, torch.device("cpu"))
+        with label_loss(loss_arguments):
+            train_autoencoder("label_autoencoder", autoencoder, one_hot(labels), config, 0, torch.device("cpu"))
         results[name] = {"seconds": time.perf_counter() - started,
                          **reconstruction_report(autoencoder.eval(), held_out)}
         print(json.dumps({name: results[name]}), flush=True)

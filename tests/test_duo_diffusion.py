@@ -479,3 +479,19 @@ def test_quick_image_stage_has_its_own_latent_unet_at_twice_the_label_latents_re
         assert out.shape == z.shape
         labels = modules["label_autoencoder"].encode_stage_2_inputs(torch.rand(2, 3, 32, 32, 32))
         assert labels.shape == (2, 3, 8, 8, 8) and modules["label_unet"](labels, t).shape == labels.shape
+
+
+def test_label_autoencoder_bench_swaps_the_fits_label_loss_only_inside_its_block(monkeypatch):
+    """bench/duo_label_autoencoder_tumours.py measures loss variants without generator knobs: inside ``label_loss``
+    the DiceCELoss that train_autoencoder builds has the variant's batch Dice and class weights; outside, the fit's."""
+    import monai.losses
+
+    from conftest import BENCH, bench_module
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    bench = bench_module("duo_label_autoencoder_tumours")
+    original = monai.losses.DiceCELoss
+    with bench.label_loss({"batch": True, "weight": (1.0, 1.0, 4.0)}):
+        loss = monai.losses.DiceCELoss(softmax=True, include_background=True)
+        assert loss.dice.batch and loss.cross_entropy.weight.tolist() == [1.0, 1.0, 4.0]
+    assert monai.losses.DiceCELoss is original and not original(softmax=True).dice.batch
