@@ -43,6 +43,10 @@ def load_metrics(run: Path) -> pd.DataFrame:
 
 def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str) -> dict:
     new_metrics, old_metrics = load_metrics(new), load_metrics(old)
+    for run, metrics in ((new, new_metrics), (old, old_metrics)):
+        if len(metrics[["n_real", "draw"]].drop_duplicates()) > 1:
+            raise SystemExit(f"{run} holds several real-data levels or draws: the runner tests each level apart, "
+                             f"with draws as replicates (results._comparison); this script compares one level, one draw")
     real_new, real_old = (arm_matrix(m, "real-only", "real", metric) for m in (new_metrics, old_metrics))
     if not real_new.index.equals(real_old.index) or not np.allclose(real_new.to_numpy(), real_old.to_numpy(),
                                                                     equal_nan=True):

@@ -13,11 +13,11 @@ Results of other variants already in --out are kept.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -47,20 +47,14 @@ VARIANTS: dict[str, tuple[AutoencoderSize, dict]] = {
 }
 
 
-@contextlib.contextmanager
 def label_loss(arguments: dict):
     """The fit's label loss with other arguments: train_autoencoder builds ``monai.losses.DiceCELoss`` when called,
     so the bench swaps the class for the call (the generator's code and fingerprint stay as they are)."""
     import monai.losses
 
-    original = monai.losses.DiceCELoss
     if "weight" in arguments:
         arguments = {**arguments, "weight": torch.tensor(arguments["weight"])}
-    monai.losses.DiceCELoss = functools.partial(original, **arguments)
-    try:
-        yield
-    finally:
-        monai.losses.DiceCELoss = original
+    return mock.patch.object(monai.losses, "DiceCELoss", functools.partial(monai.losses.DiceCELoss, **arguments))
 
 
 def lesions(mask: np.ndarray) -> int:
@@ -103,6 +97,7 @@ def main() -> None:
     _, labels = with_deformed_copies(np.stack([p.image[0] for p in pairs]), np.stack([p.label for p in pairs]),
                                      config.label_deformed_copies, config.deformation_strength, 0)
     held_out = [p.label for p in ds.pairs(split.test)[JUDGE_CASES:JUDGE_CASES + N_HELD_OUT]]
+    training_labels = one_hot(labels)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.variants or list(VARIANTS):
         torch.manual_seed(0)
@@ -110,7 +105,7 @@ def main() -> None:
         autoencoder = networks.build_autoencoder(size, networks.LABEL_CHANNELS)
         started = time.perf_counter()
         with label_loss(loss_arguments):
-            train_autoencoder("label_autoencoder", autoencoder, one_hot(labels), config, 0, torch.device("cpu"))
+            train_autoencoder("label_autoencoder", autoencoder, training_labels, config, 0, torch.device("cpu"))
         results[name] = {"seconds": time.perf_counter() - started,
                          **reconstruction_report(autoencoder.eval(), held_out)}
         print(json.dumps({name: results[name]}), flush=True)
