@@ -16,4 +16,7 @@ DUO_DIFFUSION_REAL_LABELS = register(GeneratorMeta(
     target="foscu_bench.generators.duo_diffusion.generator:DuoDiffusionRealLabels",
     citation=_CITATION, reference="https://arxiv.org/abs/2312.12407",
     conditioning="deformed real training labels (ablation: no label generator)",
-    description="Duo-Diffusion's image stage (ControlNet LDM) conditioned on deformed real training labels."))
+    description="Duo-Diffusion's image stage (ControlNet LDM) conditioned on deformed real training labels.",
+    # The runner takes duo-diffusion's fit of the same level: the ablation then differs from the full method in the
+    # labels alone (one image stage, not two fits of it), and one fit serves both.
+    extra={"fit_from": "duo-diffusion"}))

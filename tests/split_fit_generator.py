@@ -19,3 +19,12 @@ class SplitFitAugmentation(ClassicAugmentation):
         if not (Path(work_dir) / "half.done").is_file():
             raise AssertionError("the fit ran before its part")
         super().fit(train, profile, seed, device, progress=progress, work_dir=work_dir)
+
+
+class TakesSplitFit(SplitFitAugmentation):
+    """An ablation double that takes split-classic-aug's fit (``fit_from``): fitting it itself is a failure."""
+
+    name = "takes-split-fit"
+
+    def fit(self, train, profile, seed: int, device="cpu", *, progress=None, work_dir=None) -> None:
+        raise AssertionError("a generator that takes another's fit was fitted itself")

@@ -209,6 +209,25 @@ def test_ablation_conditions_on_deformed_real_labels(train):
     assert pair.meta["label_source"].startswith("deformed:")
 
 
+def test_ablation_takes_duo_diffusions_fitted_image_stage(fitted, tmp_path):
+    """The runner gives the ablation duo-diffusion's fit (``fit_from``): the same image networks and latent scale,
+    no label networks, and its samples render deformed real labels."""
+    import torch
+
+    from foscu_bench.runner.fit_cache import load_fit_as
+
+    fitted.save(tmp_path / "duo")
+    ablation = load_fit_as("duo-diffusion-real-labels", tmp_path / "duo", tmp_path / "staging")
+    assert not (tmp_path / "staging").exists()
+    assert set(ablation.modules) == {"image_autoencoder", "image_unet", "controlnet"}
+    for name, module in ablation.modules.items():
+        assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(),
+                                                     fitted.modules[name].state_dict().values()))
+    assert ablation.scale == {"image": fitted.scale["image"]} and ablation.train_case_ids == fitted.train_case_ids
+    pairs = G.sample_validated(ablation, 2, seed=0, shape=TINY.shape)
+    assert all(p.meta["label_source"].startswith("deformed:") for p in pairs)
+
+
 def test_postprocess_removes_small_components_and_stray_tumour():
     label = np.zeros((20, 20, 20), np.uint8)
     label[2:12, 2:12, 2:12] = 1

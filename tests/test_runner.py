@@ -166,6 +166,88 @@ def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):
     assert EXECUTORS["fitpart"](ctx, part, {})["cache_hit"]  # the fit is cached: its parts have nothing to do
 
 
+def _split_fit_metas(monkeypatch):
+    """split-classic-aug (a fit with one part) and takes-split-fit, which takes its fit (``fit_from``)."""
+    from foscu_bench import generator as G
+
+    common = dict(kind="rule-based", citation="test double", reference="", conditioning="real training pairs",
+                  description="classic-aug whose fit has one part")
+    source = G.GeneratorMeta(name="split-classic-aug", target="split_fit_generator:SplitFitAugmentation", **common)
+    taker = G.GeneratorMeta(name="takes-split-fit", target="split_fit_generator:TakesSplitFit",
+                            extra={"fit_from": source.name}, **common)
+    for meta in (source, taker):
+        monkeypatch.setitem(G._BUILTIN, meta.name, meta)
+    return source.name, taker.name
+
+
+def test_a_generator_taking_anothers_fit_shares_it_and_never_fits(monkeypatch):
+    """The real-labels ablation takes duo-diffusion's fit: alone in a run, its fit's parts train into the source's
+    cache entry and its fit derives from that entry; beside the source, its fit waits for the source's and trains
+    nothing. The networks are the source's, the key holds the source's, the record names it; the registry says so
+    for the ablation."""
+    from foscu_bench.generator import get_meta
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.executors import EXECUTORS
+    from foscu_bench.runner.fit_cache import fit_cache_key, fit_entry
+    from foscu_bench.runner.parallel import step_dependencies
+    from foscu_bench.runner.plan import steps
+    from foscu_bench.store import Step
+
+    assert get_meta("duo-diffusion-real-labels").extra["fit_from"] == "duo-diffusion"
+    source, taker = _split_fit_metas(monkeypatch)
+    fresh = dict(seeds=1, profile="tiny", controls=False, fit_seed=71)  # fit entries no other test made
+    alone = prepare(RunConfig(generators=(taker,), **fresh), "unused-runs")
+    part, fit = [s for s in steps(alone) if s.kind in ("fitpart", "fit")]
+    assert (part.generator, part.part, fit.generator) == (taker, "half", taker)
+    assert step_dependencies(alone, fit) == [part]
+    assert EXECUTORS["fitpart"](alone, part, {})["seconds"] is not None
+    assert (fit_entry(alone, source).work / "half.done").is_file() and not fit_entry(alone, taker).work.exists()
+    record = EXECUTORS["fit"](alone, fit, {})
+    assert record["cache_hit"] and record["fit"]["fit_from"] == {"generator": source,
+                                                                 "fit_key": fit_entry(alone, source).directory.name}
+    assert fit_cache_key(alone, taker)["fit_from"] == fit_entry(alone, source).directory.name
+    generators: dict = {}
+    EXECUTORS["sample"](alone, Step("sample", taker, 0), generators)
+    (taken,) = generators.values()
+    assert type(taken).__name__ == "TakesSplitFit" and taken.train_case_ids == alone.train_ids()
+    from foscu_bench.generator import load
+
+    fitted_source = load(source, fit_entry(alone, source).checkpoint)
+    assert np.array_equal(taken.images, fitted_source.images) and np.array_equal(taken.labels, fitted_source.labels)
+
+    both = prepare(RunConfig(generators=(source, taker), **fresh), "unused-runs")
+    planned = [s for s in steps(both) if s.kind in ("fitpart", "fit")]
+    assert [(s.kind, s.generator) for s in planned] == [("fitpart", source), ("fit", source), ("fit", taker)]
+    assert step_dependencies(both, planned[2]) == [Step("fit", source)]
+
+
+def test_a_fit_taken_by_an_unrelated_class_is_refused(monkeypatch):
+    """Taking another generator's fit is for ablations of that generator: a class that does not derive from the
+    source's, or one that resolves another config, is refused with both names before anything is fitted."""
+    import split_fit_generator
+
+    from foscu_bench import generator as G
+    from foscu_bench.errors import ConfigError
+    from foscu_bench.runner import RunConfig, prepare
+    from foscu_bench.runner.fit_cache import fit_entry, fitted_generator
+
+    source, _ = _split_fit_metas(monkeypatch)
+    stranger = G.GeneratorMeta(name="stranger", kind="rule-based", target="foscu_bench.baselines.synthseg:SynthSeg",
+                               citation="test double", reference="", conditioning="labels", description="unrelated",
+                               extra={"fit_from": source})
+    monkeypatch.setitem(G._BUILTIN, stranger.name, stranger)
+    ctx = prepare(RunConfig(generators=(stranger.name,), seeds=1, profile="tiny", controls=False, fit_seed=72),
+                  "unused-runs")
+    with pytest.raises(ConfigError, match="'stranger' takes the fit of 'split-classic-aug'.* does not derive"):
+        fitted_generator(ctx, stranger.name)
+    assert not fit_entry(ctx, stranger.name).done
+    _, taker = _split_fit_metas(monkeypatch)
+    monkeypatch.setattr(split_fit_generator.TakesSplitFit, "config", lambda self, profile=None: {"sigma": 2.0})
+    ctx = prepare(RunConfig(generators=(taker,), seeds=1, profile="tiny", controls=False, fit_seed=72), "unused-runs")
+    with pytest.raises(ConfigError, match="configs differ in sigma"):
+        fitted_generator(ctx, taker)
+
+
 def test_unets_are_cached_across_runs_by_content(finished_run, tmp_path, monkeypatch):
     """Another run on the same data (another generator) takes its real-only U-Nets from the cache: identical
     rows, no training of the real arm; its synthetic arm trains (its synthetic set is new)."""

@@ -64,9 +64,25 @@ class RunContext:
         order = np.random.default_rng(np.random.SeedSequence([self.config.split_seed, SUBSET_STREAM, draw]))
         return [ids[i] for i in order.permutation(len(ids))[:n_real]]
 
+    def meta(self, generator: str) -> GeneratorMeta:
+        """A generator of the run, or one whose fit a generator of the run takes (``fit_source``)."""
+        return self.metas.get(generator) or get_meta(generator)
+
+    def fit_source(self, generator: str) -> str:
+        """The generator whose fit ``generator`` takes (``GeneratorMeta.extra["fit_from"]``: an ablation that samples
+        differently from the same fitted networks), else ``generator`` itself."""
+        return self.meta(generator).extra.get("fit_from", generator)
+
     def fit_parts(self, generator: str | None) -> tuple[str, ...]:
-        """The parts of ``generator``'s fit that train as steps of their own (``Generator.fit_parts``)."""
-        return tuple(self.metas[generator].load_class().fit_parts) if generator else ()
+        """The parts of ``generator``'s fit that train as steps of their own (``Generator.fit_parts``). A generator
+        that takes another's fit has that one's parts, trained into that one's cache entry; none where that
+        generator is in the run too (its own steps train them, and the taking fit waits for its fit)."""
+        if not generator:
+            return ()
+        source = self.fit_source(generator)
+        if source != generator and source in self.generators:
+            return ()
+        return tuple(self.meta(source).load_class().fit_parts)
 
     def n_train(self, n_real: int | None) -> int:
         return len(self.split.train) if n_real is None else n_real

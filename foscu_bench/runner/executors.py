@@ -31,9 +31,9 @@ def _generator(ctx, step: Step, generators: dict):
 
 def run_fit(ctx, step: Step, generators: dict) -> dict:
     """Fit (or take from the fit cache) the level's generator; ``cache_hit`` marks a fit this step did not make,
-    so its seconds are not recorded as a new measurement."""
+    so its seconds are not recorded as a new measurement (nor a fit taken from another generator's)."""
     entry = fit_entry(ctx, step.generator, step.n_real, step.draw)
-    cached = entry.done
+    cached = entry.done or ctx.fit_source(step.generator) != step.generator
     _generator(ctx, step, generators)
     fit = json.loads(entry.record.read_text())
     return {"fit": {k: v for k, v in fit.items() if k != "train_case_ids"}, "cache_entry": str(entry.directory),
@@ -41,11 +41,13 @@ def run_fit(ctx, step: Step, generators: dict) -> dict:
 
 
 def run_fit_part(ctx, step: Step, generators: dict) -> dict:
-    """Train one part of the level's fit into its cache entry's work directory (nothing when the fit is cached)."""
+    """Train one part of the level's fit into its cache entry's work directory (nothing when the fit is cached); of
+    the fit the generator takes (``RunContext.fit_source``), where it takes another's."""
     from foscu_bench.runner.fit_cache import fit_part_into
 
-    entry = fit_entry(ctx, step.generator, step.n_real, step.draw)
-    seconds = None if entry.done else fit_part_into(ctx, step.generator, step.part, entry, step.n_real, step.draw)
+    owner = ctx.fit_source(step.generator)
+    entry = fit_entry(ctx, owner, step.n_real, step.draw)
+    seconds = None if entry.done else fit_part_into(ctx, owner, step.part, entry, step.n_real, step.draw)
     return {"part": step.part, "fit_key": entry.directory.name, "cache_entry": str(entry.directory),
             "seconds": seconds, **({"cache_hit": True} if seconds is None else {})}
 

@@ -74,11 +74,13 @@ def default_workers(device, threads: int) -> int:
     return gpu_steps_at_once(device) if _on_gpu(device) else max(1, available_cores() // max(1, threads))
 
 
-def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> list[Step]:
-    """The steps whose results ``step`` reads (``fit_parts``: those of the step's generator)."""
+def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = (), fit_source: str | None = None) -> list[Step]:
+    """The steps whose results ``step`` reads (``fit_parts``: those of the step's generator; ``fit_source``: the
+    generator of the run whose fit a fit takes, ``RunContext.fit_source``)."""
     level = dict(n_real=step.n_real, draw=step.draw)
     if step.kind == "fit":
-        return [Step("fitpart", step.generator, None, None, part=part, **level) for part in fit_parts]
+        return [Step("fitpart", step.generator, None, None, part=part, **level) for part in fit_parts] + (
+            [Step("fit", fit_source, None, None, **level)] if fit_source else [])
     if step.kind == "sample":
         return [Step("fit", step.generator, None, None, **level)]
     if step.kind == "unet" and step.generator:
@@ -89,8 +91,13 @@ def dependencies(step: Step, seeds: int, fit_parts: tuple[str, ...] = ()) -> lis
 
 
 def step_dependencies(ctx, step: Step) -> list[Step]:
-    """``dependencies`` in a run: its seeds, and a fit's parts (the generator class is asked only for fits)."""
-    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator) if step.kind == "fit" else ())
+    """``dependencies`` in a run: its seeds, a fit's parts, and the fit it takes where that generator is in the run
+    (the generator class is asked only for fits)."""
+    if step.kind != "fit":
+        return dependencies(step, ctx.config.seeds)
+    source = ctx.fit_source(step.generator)
+    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator),
+                        source if source != step.generator and source in ctx.generators else None)
 
 
 def run_parallel(ctx, pending: list[Step], workers: int, threads: int,

@@ -105,7 +105,7 @@ def step_timing_key(ctx, step: Step) -> str:
     parts = {"kind": step.kind, "profile": ctx.profile.to_dict(), "machine": machine_id(ctx.device.type),
              "n_real": ctx.n_train(step.n_real), "arm": step.arm}
     if step.kind in ("fitpart", "fit", "sample"):
-        parts["generator"] = step.generator
+        parts["generator"] = ctx.fit_source(step.generator) if step.kind == "fitpart" else step.generator
     if step.kind == "fitpart":
         parts["part"] = step.part
     if step.kind == "sample":
@@ -118,12 +118,19 @@ def step_timing_key(ctx, step: Step) -> str:
 def estimate_seconds(ctx, step: Step, threads: int | None = None) -> float | None:
     """Median of this machine's measured times for such a step; 0 for a fit already in the cache, and for a
     real-only U-Net whose record is in the U-Net cache (U-Nets on synthetic data are keyed by sets not sampled
-    yet, so they are estimated in full)."""
+    yet, so they are estimated in full). A fit taken from another generator's costs that fit's time, counted once:
+    in its parts' steps or, where the other generator is in the run, in its steps."""
     if step.kind in ("fit", "fitpart"):
         from foscu_bench.runner.fit_cache import fit_entry
 
-        if fit_entry(ctx, step.generator, step.n_real, step.draw).done:
+        source = ctx.fit_source(step.generator)
+        if fit_entry(ctx, step.generator, step.n_real, step.draw).done or (
+                fit_entry(ctx, source, step.n_real, step.draw).done):
             return 0.0
+        if step.kind == "fit" and source != step.generator:
+            own = ctx.fit_parts(step.generator) or source in ctx.generators
+            return 0.0 if own else estimate(step_timing_key(ctx, Step("fit", source, None, None, step.n_real,
+                                                                       step.draw)))
     if step.kind == "unet" and step.generator is None:
         from foscu_bench.runner.parallel import default_threads
         from foscu_bench.runner.unet_cache import cached_unet
