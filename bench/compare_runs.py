@@ -7,7 +7,10 @@ The real-only arms are compared too: they must be identical (the U-Nets are dete
 comparable and the script stops.
 
 Usage: python bench/compare_runs.py NEW_RUN_DIR OLD_RUN_DIR [--generator duo-diffusion] [--arm real+synthetic]
-                                    [--metric dice_liver] [--out FILE.json]
+                                    [--metric dice_liver] [--out FILE.json] [--old-generator NAME]
+
+``--old-generator`` compares two generators instead (default: the same one), e.g. Duo-Diffusion against its
+real-labels ablation, each from its run of the same level (or both from one run: pass it twice).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def load_metrics(run: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str) -> dict:
+def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str, old_generator: str | None = None) -> dict:
     new_metrics, old_metrics = load_metrics(new), load_metrics(old)
     for run, metrics in ((new, new_metrics), (old, old_metrics)):
         if len(metrics[["n_real", "draw"]].drop_duplicates()) > 1:
@@ -51,12 +54,14 @@ def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str) ->
     if not real_new.index.equals(real_old.index) or not np.allclose(real_new.to_numpy(), real_old.to_numpy(),
                                                                     equal_nan=True):
         raise SystemExit(f"the real-only arms of {new} and {old} differ: not the same split, seeds or U-Nets")
-    a, b = arm_matrix(new_metrics, generator, arm, metric), arm_matrix(old_metrics, generator, arm, metric)
+    old_generator = old_generator or generator
+    a, b = arm_matrix(new_metrics, generator, arm, metric), arm_matrix(old_metrics, old_generator, arm, metric)
     if not a.index.equals(b.index) or list(a.columns) != list(b.columns):
         raise SystemExit(f"the {arm} arms are not aligned: {a.shape} vs {b.shape}")
     keep = ~(a.isna().any(axis=1) | b.isna().any(axis=1))
     result = compare_paired(a[keep].to_numpy(), b[keep].to_numpy())
-    return {"new": str(new), "old": str(old), "generator": generator, "arm": arm, "metric": metric,
+    return {"new": str(new), "old": str(old), "generator": generator, "old_generator": old_generator, "arm": arm,
+            "metric": metric,
             "real_only_identical": True, "cases_dropped_for_nan": int((~keep).sum()),
             "new_mean": float(a[keep].to_numpy().mean()), "old_mean": float(b[keep].to_numpy().mean()),
             "per_seed_difference": {str(s): float((a[keep][s] - b[keep][s]).mean()) for s in a.columns},
@@ -68,11 +73,12 @@ def main() -> None:
     parser.add_argument("new", type=Path)
     parser.add_argument("old", type=Path)
     parser.add_argument("--generator", default="duo-diffusion")
+    parser.add_argument("--old-generator", help="the old run's generator (default: --generator)")
     parser.add_argument("--arm", default="real+synthetic")
     parser.add_argument("--metric", default="dice_liver")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    report = compare_runs(args.new, args.old, args.generator, args.arm, args.metric)
+    report = compare_runs(args.new, args.old, args.generator, args.arm, args.metric, args.old_generator)
     print(json.dumps(report, indent=2))
     if args.out:
         atomic_write_json(args.out, report)

@@ -8,9 +8,9 @@ from conftest import bench_module
 from foscu_bench.stats import compare_paired
 
 
-def _write_run(directory, real_only: np.ndarray, augmented: np.ndarray) -> None:
+def _write_run(directory, real_only: np.ndarray, augmented: np.ndarray, generator: str = "duo-diffusion") -> None:
     rows = []
-    for arm, generator, values in (("real", "real-only", real_only), ("real+synthetic", "duo-diffusion", augmented)):
+    for arm, generator, values in (("real", "real-only", real_only), ("real+synthetic", generator, augmented)):
         for case in range(values.shape[0]):
             for seed in range(values.shape[1]):
                 rows.append({"generator": generator, "arm": arm, "n_real": 16, "draw": 0, "seed": seed,
@@ -35,3 +35,8 @@ def test_compare_runs_aligns_cases_and_seeds_and_refuses_runs_with_different_rea
     _write_run(tmp_path / "other_split", real_only + 0.01, old)
     with pytest.raises(SystemExit, match="real-only arms .* differ"):
         compare_runs(tmp_path / "new", tmp_path / "other_split", "duo-diffusion", "real+synthetic", "dice_liver")
+    _write_run(tmp_path / "ablation", real_only, old, generator="duo-diffusion-real-labels")
+    across = compare_runs(tmp_path / "new", tmp_path / "ablation", "duo-diffusion", "real+synthetic", "dice_liver",
+                          old_generator="duo-diffusion-real-labels")
+    assert across["delta_mean"] == pytest.approx(expected.delta_mean, abs=1e-12)
+    assert across["old_generator"] == "duo-diffusion-real-labels"
