@@ -180,23 +180,24 @@ def _split_fit_metas(monkeypatch):
     return source.name, taker.name
 
 
-def test_a_generator_taking_anothers_fit_shares_it_and_never_fits(monkeypatch):
+def test_a_generator_taking_anothers_fit_shares_it_and_never_fits(monkeypatch, tmp_path):
     """The real-labels ablation takes duo-diffusion's fit: alone in a run, its fit's parts train into the source's
     cache entry and its fit derives from that entry; beside the source, its fit waits for the source's and trains
     nothing. The networks are the source's, the key holds the source's, the record names it; the registry says so
     for the ablation."""
-    from foscu_bench.generator import get_meta
+    from foscu_bench.generator import get_meta, load
     from foscu_bench.runner import RunConfig, prepare
     from foscu_bench.runner.executors import EXECUTORS
     from foscu_bench.runner.fit_cache import fit_cache_key, fit_entry
+    from foscu_bench.runner.manifest import build_manifest
     from foscu_bench.runner.parallel import step_dependencies
-    from foscu_bench.runner.plan import steps
+    from foscu_bench.runner.plan import stamp_record, steps
     from foscu_bench.store import Step
 
     assert get_meta("duo-diffusion-real-labels").extra["fit_from"] == "duo-diffusion"
     source, taker = _split_fit_metas(monkeypatch)
     fresh = dict(seeds=1, profile="tiny", controls=False, fit_seed=71)  # fit entries no other test made
-    alone = prepare(RunConfig(generators=(taker,), **fresh), "unused-runs")
+    alone = prepare(RunConfig(generators=(taker,), **fresh), tmp_path / "runs")
     part, fit = [s for s in steps(alone) if s.kind in ("fitpart", "fit")]
     assert (part.generator, part.part, fit.generator) == (taker, "half", taker)
     assert step_dependencies(alone, fit) == [part]
@@ -206,12 +207,12 @@ def test_a_generator_taking_anothers_fit_shares_it_and_never_fits(monkeypatch):
     assert record["cache_hit"] and record["fit"]["fit_from"] == {"generator": source,
                                                                  "fit_key": fit_entry(alone, source).directory.name}
     assert fit_cache_key(alone, taker)["fit_from"] == fit_entry(alone, source).directory.name
+    alone.layout.write_step(fit, stamp_record(record, fit, threads=1))
+    assert build_manifest(alone, "running")["generators"][taker]["fit_from"]["generator"] == source
     generators: dict = {}
     EXECUTORS["sample"](alone, Step("sample", taker, 0), generators)
     (taken,) = generators.values()
     assert type(taken).__name__ == "TakesSplitFit" and taken.train_case_ids == alone.train_ids()
-    from foscu_bench.generator import load
-
     fitted_source = load(source, fit_entry(alone, source).checkpoint)
     assert np.array_equal(taken.images, fitted_source.images) and np.array_equal(taken.labels, fitted_source.labels)
 

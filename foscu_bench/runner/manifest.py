@@ -47,6 +47,7 @@ def _generators(ctx) -> dict:
             "n_parameters": last["fit"]["n_parameters"] if last else None,
             "fit_seconds": last["fit"]["fit_seconds"] if last else None,
             "fit_cache_key": Path(last["cache_entry"]).name if last else None,
+            **({"fit_from": last["fit"]["fit_from"]} if last and "fit_from" in last["fit"] else {}),
             "sample_seconds_per_volume": float(np.mean(list(per_volume.values()))) if per_volume else None,
             "fit_seconds_by_level": {_level_name(k): v["fit"]["fit_seconds"] for k, v in fits.items()},
             "sample_seconds_per_volume_by_level": {_level_name(k): v for k, v in per_volume.items()}}
