@@ -369,7 +369,11 @@ def leaderboard(
     from foscu_bench.leaderboard import leaderboard_rows, render
     from foscu_bench.store import atomic_write_text
 
-    text = render(leaderboard_rows(runs, fid_reference), fmt)
+    retired: list[dict] = []
+    text = render(leaderboard_rows(runs, fid_reference, retired), fmt)
+    for entry in retired:
+        err_console.print(f"{entry['generator']}: rows of run {entry['run_id']} (code {entry['code_fingerprint']}) "
+                          f"left out, superseded by code {entry['superseded_by']}")
     if output is None:
         sys.stdout.write(text)
     else:

@@ -7,6 +7,11 @@ level, draw, seed, case): a grid split over several runs is merged level by leve
 merged and its statistics computed once with ``compute_stats``, exactly as a single run's stats.json is, so the
 Holm families are declared in one place and the leaderboard, the figures and a run's own stats.json agree whenever
 the group is one run.
+
+A group shows one version of each generator: where its runs hold several code versions (the manifest's
+``code_fingerprint``), the version of the most recently created run is current and the others' rows are retired
+(``RunGroup.retired``), so a generator re-run level by level after a code change replaces its old rows instead of
+standing beside them, while the other generators of a run it shared keep theirs.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class RunGroup:
     stats: dict = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     """Generator label -> kind (``control`` rows are shown apart and form their own Holm family)."""
+    retired: list[dict] = field(default_factory=list)
+    """Rows left out as an older code version of a generator than the group's newest: generator, run_id,
+    code_fingerprint, superseded_by."""
 
     @property
     def key_id(self) -> str:
@@ -117,8 +125,10 @@ def make_group(key: dict, runs: list[RunResult]) -> RunGroup:
         rows = run.metrics[run.metrics["generator"] != REFERENCE]
         for generator in rows["generator"].unique():
             members.setdefault(generator, []).append((run, rows[rows["generator"] == generator]))
-    parts, labels, kinds = [reference], {}, {}
+    parts, labels, kinds, retired = [reference], {}, {}, []
     for generator, held in members.items():
+        held, superseded = _current_version(generator, held)
+        retired += superseded
         union = pd.concat([rows for _, rows in held], ignore_index=True).drop_duplicates()
         agree = not union.duplicated(["arm", *LEVEL_KEYS], keep=False).any()
         for run, rows in held:
@@ -130,7 +140,25 @@ def make_group(key: dict, runs: list[RunResult]) -> RunGroup:
         if agree:
             parts.append(union)
     frame = pd.concat(parts, ignore_index=True)
-    return RunGroup(key=key, runs=runs, frame=frame, labels=labels, stats=compute_stats(frame, kinds), kinds=kinds)
+    return RunGroup(key=key, runs=runs, frame=frame, labels=labels, stats=compute_stats(frame, kinds), kinds=kinds,
+                    retired=retired)
+
+
+def _code(run: RunResult, generator: str) -> str | None:
+    return run.manifest.get("generators", {}).get(generator, {}).get("code_fingerprint")
+
+
+def _current_version(generator: str, held: list[tuple[RunResult, pd.DataFrame]]) -> tuple[list, list[dict]]:
+    """The (run, rows) of ``generator``'s current code version, the one of its most recently created run, and a
+    record of each run whose rows that version supersedes."""
+    versions = {_code(run, generator) for run, _ in held}
+    if len(versions) <= 1:
+        return held, []
+    newest = max(held, key=lambda item: (item[0].manifest.get("created", ""), item[0].run_id))[0]
+    current = _code(newest, generator)
+    return ([item for item in held if _code(item[0], generator) == current],
+            [{"generator": generator, "run_id": run.run_id, "code_fingerprint": _code(run, generator),
+              "superseded_by": current} for run, _ in held if _code(run, generator) != current])
 
 
 def group_runs(runs: list[RunResult]) -> list[RunGroup]:

@@ -150,13 +150,17 @@ def _fid_reduction(rows: list[dict], fid_reference: str) -> None:
                        fid_reduction_ci_high=reduction["ci_high"])
 
 
-def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE) -> list[dict]:
-    """Rows of every completed run under ``runs_dir``, per comparability group, ranked by delta Dice."""
+def leaderboard_rows(runs_dir: str | Path, fid_reference: str = DEFAULT_FID_REFERENCE,
+                     retired: list[dict] | None = None) -> list[dict]:
+    """Rows of every completed run under ``runs_dir``, per comparability group, ranked by delta Dice. ``retired``,
+    if given, receives the rows left out as older code versions of a generator (``RunGroup.retired``)."""
     runs = find_runs(runs_dir)
     if not runs:
         raise ConfigError(f"{runs_dir}: no completed runs found (run `foscu-bench run` first)")
     rows = []
     for group in group_runs(runs):
+        if retired is not None:
+            retired += group.retired
         group_rows = _group_rows(group)
         _fid_reduction(group_rows, fid_reference)
         rows += group_rows

@@ -133,3 +133,30 @@ def test_a_generator_in_several_runs_is_one_row_set_where_they_agree(finished_ru
         "dice_liver", f["dice_liver"].where(f["generator"] == "real-only", f["dice_liver"] - 0.01)))
     (group,) = group_runs([load_run(p) for p in sorted(differ.iterdir())])
     assert set(group.frame["generator"]) == {"real-only", "classic-aug@run-a", "classic-aug@run-b"}
+
+
+def test_a_newer_code_version_of_a_generator_retires_its_older_rows(finished_run, tmp_path):
+    """A generator re-run after a code change: the group shows the rows of the most recently created run's version
+    only (not two labelled rows sets), and names the retired run; equal versions still merge or stay apart."""
+    run_dir, _ = finished_run
+
+    def newer(manifest, frame):
+        manifest["generators"]["classic-aug"]["code_fingerprint"] = "0123456789abcdef"
+        manifest["created"] = "2999-01-01T00:00:00+00:00"
+        frame["dice_liver"] = frame["dice_liver"].where(frame["generator"] == "real-only", frame["dice_liver"] - 0.01)
+
+    out = tmp_path / "runs"
+    _copy_as(run_dir, out, "run-old")
+    _copy_as(run_dir, out, "run-new", edit=newer)
+    (group,) = group_runs([load_run(p) for p in sorted(out.iterdir())])
+    assert set(group.frame["generator"]) == {"real-only", "classic-aug"}
+    new_rows = load_run(out / "run-new").metrics
+    augmented = group.frame[group.frame["generator"] == "classic-aug"]
+    assert augmented["dice_liver"].sum() == pytest.approx(new_rows.loc[new_rows["generator"] == "classic-aug",
+                                                                       "dice_liver"].sum())
+    old_code = load_run(out / "run-old").manifest["generators"]["classic-aug"]["code_fingerprint"]
+    assert group.retired == [{"generator": "classic-aug", "run_id": "run-old", "code_fingerprint": old_code,
+                              "superseded_by": "0123456789abcdef"}]
+    retired: list[dict] = []
+    rows = leaderboard_rows(out, retired=retired)
+    assert [r["run_id"] for r in rows if r["generator"] == "classic-aug"] == ["run-new"] and retired == group.retired
