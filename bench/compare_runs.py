@@ -61,8 +61,7 @@ def compare_runs(new: Path, old: Path, generator: str, arm: str, metric: str, ol
     keep = ~(a.isna().any(axis=1) | b.isna().any(axis=1))
     result = compare_paired(a[keep].to_numpy(), b[keep].to_numpy())
     return {"new": str(new), "old": str(old), "generator": generator, "old_generator": old_generator, "arm": arm,
-            "metric": metric,
-            "real_only_identical": True, "cases_dropped_for_nan": int((~keep).sum()),
+            "metric": metric, "real_only_identical": True, "cases_dropped_for_nan": int((~keep).sum()),
             "new_mean": float(a[keep].to_numpy().mean()), "old_mean": float(b[keep].to_numpy().mean()),
             "per_seed_difference": {str(s): float((a[keep][s] - b[keep][s]).mean()) for s in a.columns},
             **asdict(result)}

@@ -147,10 +147,7 @@ def test_fit_parts_are_steps_of_their_own_before_the_fit(monkeypatch):
     from foscu_bench.runner.plan import steps
     from foscu_bench.store import Step
 
-    meta = G.GeneratorMeta(name="split-classic-aug", kind="rule-based", target="split_fit_generator:SplitFitAugmentation",
-                           citation="test double", reference="", conditioning="real training pairs",
-                           description="classic-aug whose fit has one part")
-    monkeypatch.setitem(G._BUILTIN, meta.name, meta)
+    meta = G.get_meta(_split_fit_metas(monkeypatch)[0])
     ctx = prepare(RunConfig(generators=(meta.name,), seeds=1, profile="tiny", controls=False), "unused-runs")
     planned = [s for s in steps(ctx) if s.generator == meta.name]
     part, fit = planned[:2]
