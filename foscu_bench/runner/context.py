@@ -77,12 +77,14 @@ class RunContext:
         """The parts of ``generator``'s fit that train as steps of their own (``Generator.fit_parts``). A generator
         that takes another's fit has that one's parts, trained into that one's cache entry; none where that
         generator is in the run too (its own steps train them, and the taking fit waits for its fit)."""
-        if not generator:
+        if not generator or self.fit_source_in_run(generator):
             return ()
+        return tuple(self.meta(self.fit_source(generator)).load_class().fit_parts)
+
+    def fit_source_in_run(self, generator: str) -> str | None:
+        """The generator of this run whose fit ``generator`` takes (its steps train that fit), else None."""
         source = self.fit_source(generator)
-        if source != generator and source in self.generators:
-            return ()
-        return tuple(self.meta(source).load_class().fit_parts)
+        return source if source != generator and source in self.generators else None
 
     def n_train(self, n_real: int | None) -> int:
         return len(self.split.train) if n_real is None else n_real

@@ -95,9 +95,7 @@ def step_dependencies(ctx, step: Step) -> list[Step]:
     (the generator class is asked only for fits)."""
     if step.kind != "fit":
         return dependencies(step, ctx.config.seeds)
-    source = ctx.fit_source(step.generator)
-    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator),
-                        source if source != step.generator and source in ctx.generators else None)
+    return dependencies(step, ctx.config.seeds, ctx.fit_parts(step.generator), ctx.fit_source_in_run(step.generator))
 
 
 def run_parallel(ctx, pending: list[Step], workers: int, threads: int,

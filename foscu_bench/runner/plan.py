@@ -128,7 +128,7 @@ def estimate_seconds(ctx, step: Step, threads: int | None = None) -> float | Non
                 fit_entry(ctx, source, step.n_real, step.draw).done):
             return 0.0
         if step.kind == "fit" and source != step.generator:
-            own = ctx.fit_parts(step.generator) or source in ctx.generators
+            own = ctx.fit_parts(step.generator) or ctx.fit_source_in_run(step.generator)
             return 0.0 if own else estimate(step_timing_key(ctx, Step("fit", source, None, None, step.n_real,
                                                                        step.draw)))
     if step.kind == "unet" and step.generator is None:
